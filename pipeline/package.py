@@ -1,0 +1,75 @@
+"""Lay out passing artifacts as a Hub model repo folder, with a manifest of hashes and provenance.
+
+Layout: ``config.json`` and tokenizer files at the top (what ``from_pretrained`` reads), each
+target's files in its own folder (``onnx/model.onnx`` …), the golden inputs and eager outputs,
+``parity.json`` and ``manifest.json``. The package is written to a temporary folder and renamed
+into place, so a failed build never replaces a good package. Only artifacts that passed their
+gate are given to this module; it does not check parity itself.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.atomic import atomic_dir, write_json
+from pipeline.recipe import Recipe
+from pipeline.source import LoadedSource, sha256_file
+from pipeline.versions import library_versions
+
+MANIFEST = "manifest.json"
+MANIFEST_FORMAT = 1
+GOLDEN_INPUTS = "golden_inputs.npz"
+GOLDEN_OUTPUTS = "golden_outputs.npz"
+PARITY = "parity.json"
+
+
+@dataclass(frozen=True)
+class PackagedArtifact:
+    name: str
+    stage: str
+    folder: str  # folder inside the package
+    stage_dir: Path
+    files: tuple[str, ...]
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def write(target: Path, *, recipe: Recipe, source: LoadedSource, artifacts: list[PackagedArtifact],
+          parity: dict[str, Any], golden: tuple[Path, Path]) -> dict[str, Any]:
+    """Write the package folder ``target`` atomically; returns its manifest."""
+    with atomic_dir(target) as tmp:
+        source.config.save_pretrained(tmp)
+        source.tokenizer.save_pretrained(tmp)
+        for artifact in artifacts:
+            (tmp / artifact.folder).mkdir(parents=True, exist_ok=True)
+            for name in artifact.files:
+                shutil.copy2(artifact.stage_dir / name, tmp / artifact.folder / name)
+        shutil.copy2(golden[0], tmp / GOLDEN_INPUTS)
+        shutil.copy2(golden[1], tmp / GOLDEN_OUTPUTS)
+        write_json(tmp / PARITY, parity)
+        manifest = {
+            "format": MANIFEST_FORMAT,
+            "name": recipe.name,
+            "task": source.task,
+            "recipe": recipe.normalized(),
+            "recipe_sha256": recipe.digest(),
+            "source": source.resolved.provenance(),
+            "artifacts": {
+                a.name: {"stage": a.stage, "files": [f"{a.folder}/{f}" for f in a.files],
+                         "metadata": a.metadata, "parity": "passed"}
+                for a in artifacts
+            },
+            "golden": {"inputs": GOLDEN_INPUTS, "outputs": GOLDEN_OUTPUTS},
+            "versions": library_versions(),
+            "files": file_table(tmp),
+        }
+        write_json(tmp / MANIFEST, manifest)
+    return manifest
+
+
+def file_table(folder: Path) -> dict[str, dict[str, Any]]:
+    """sha256 and size of every file below ``folder`` except the manifest itself."""
+    return {p.relative_to(folder).as_posix(): {"sha256": sha256_file(p), "size": p.stat().st_size}
+            for p in sorted(folder.rglob("*")) if p.is_file() and p.name != MANIFEST}

@@ -1,0 +1,240 @@
+"""Golden inputs, eager reference outputs, and the comparison that gates every artifact.
+
+Golden inputs are the recipe's real texts (tokenized together, so with padding) plus synthetic
+batches at the recipe's shapes, each with rows of different lengths (padding again). At least one
+batch differs from the export shape in batch size and one in sequence length, so a shape baked
+into a graph shows. This module compares numbers; it does not build or run artifacts itself.
+"""
+
+from __future__ import annotations
+
+import inspect
+import io
+import zipfile
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.stages.base import Gate, Outputs, Runner
+
+# optimum's ONNX exporter traces with batch 2, sequence 16 (optimum.utils.DEFAULT_DUMMY_SHAPES).
+EXPORT_SHAPE = (2, 16)
+
+
+@dataclass(frozen=True)
+class GoldenBatch:
+    name: str
+    inputs: dict[str, np.ndarray]
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        b, s = self.inputs["input_ids"].shape
+        return int(b), int(s)
+
+    @property
+    def padded_tokens(self) -> int:
+        return int((self.inputs["attention_mask"] == 0).sum()) if "attention_mask" in self.inputs else 0
+
+
+def golden_batches(texts: Sequence[str], shapes: Sequence[tuple[int, int]], tokenizer: Any,
+                   max_positions: int | None, seed: int = 0) -> list[GoldenBatch]:
+    """The recipe's texts as one padded batch, then one synthetic batch per shape.
+
+    Synthetic rows have lengths from the full sequence down to a few tokens; ids are drawn from
+    the tokenizer's ordinary (non-special) vocabulary, framed by its special tokens if it has them.
+    """
+    limit = min(max_positions or 512, getattr(tokenizer, "model_max_length", 512) or 512)
+    encoded = tokenizer(list(texts), padding=True, truncation=True, max_length=limit, return_tensors="np")
+    batches = [GoldenBatch("texts", {k: np.asarray(v, dtype=np.int64) for k, v in encoded.items()})]
+    names = set(encoded)
+    rng = np.random.default_rng(seed)
+    wanted = list(shapes)
+    if all(b == EXPORT_SHAPE[0] for b, _ in [batches[0].shape, *wanted]) or \
+            all(s == EXPORT_SHAPE[1] for _, s in [batches[0].shape, *wanted]):
+        wanted.append((EXPORT_SHAPE[0] + 1, EXPORT_SHAPE[1] + 7))  # never only the export shape
+    for b, s in wanted:
+        s = min(s, limit)
+        batches.append(GoldenBatch(f"synthetic_{b}x{s}", _synthetic(tokenizer, names, b, s, rng)))
+    return batches
+
+
+def _synthetic(tokenizer: Any, names: set[str], batch: int, seq: int,
+               rng: np.random.Generator) -> dict[str, np.ndarray]:
+    special = set(tokenizer.all_special_ids)
+    ordinary = np.array([i for i in range(len(tokenizer)) if i not in special], dtype=np.int64)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    ids = np.full((batch, seq), pad, dtype=np.int64)
+    mask = np.zeros((batch, seq), dtype=np.int64)
+    # the first row is full length; the others shrink, so every batch of 2+ rows has padding
+    lengths = [seq] + [max(1, int(seq * (batch - i) / (batch + 1))) for i in range(1, batch)]
+    for row, n in enumerate(lengths):
+        ids[row, :n] = rng.choice(ordinary, size=n)
+        if n >= 2 and tokenizer.cls_token_id is not None and tokenizer.sep_token_id is not None:
+            ids[row, 0], ids[row, n - 1] = tokenizer.cls_token_id, tokenizer.sep_token_id
+        elif n >= 2 and tokenizer.bos_token_id is not None and tokenizer.eos_token_id is not None:
+            ids[row, 0], ids[row, n - 1] = tokenizer.bos_token_id, tokenizer.eos_token_id
+        mask[row, :n] = 1
+    out = {"input_ids": ids}
+    if "attention_mask" in names:
+        out["attention_mask"] = mask
+    if "token_type_ids" in names:
+        out["token_type_ids"] = np.zeros_like(ids)
+    return out
+
+
+def eager_outputs(model: Any, batches: Sequence[GoldenBatch]) -> list[Outputs]:
+    """Run the eager PyTorch model on every batch; tensors of its output, as float32 numpy."""
+    import torch
+
+    accepted = set(inspect.signature(model.forward).parameters)
+    results = []
+    with torch.inference_mode():
+        for batch in batches:
+            out = model(**{k: torch.from_numpy(v) for k, v in batch.inputs.items() if k in accepted})
+            results.append({k: v.detach().float().numpy() for k, v in out.items() if isinstance(v, torch.Tensor)})
+    return results
+
+
+@dataclass
+class OutputCheck:
+    output: str
+    shape: list[int]
+    max_abs: float
+    max_rel: float
+    min_cosine: float
+    argmax_agreement: float | None
+    over_tolerance: int
+    elements: int
+    failures: list[str] = field(default_factory=list)
+
+
+@dataclass
+class BatchCheck:
+    batch: str
+    shape: list[int]
+    padded_tokens: int
+    outputs: list[OutputCheck]
+
+
+@dataclass
+class ArtifactParity:
+    artifact: str
+    gate: dict[str, float | None]
+    compared: str
+    batches: list[BatchCheck]
+    failures: list[str]
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    def to_json(self) -> dict[str, Any]:
+        return {"passed": self.passed, **asdict(self)}
+
+
+def compare(actual: np.ndarray, expected: np.ndarray, gate: Gate, logits: bool) -> tuple[OutputCheck, list[str]]:
+    """Metrics of one output against the eager one, and why it fails ``gate`` (empty if it passes)."""
+    a = np.asarray(actual, dtype=np.float64)
+    e = np.asarray(expected, dtype=np.float64)
+    delta = np.abs(a - e)
+    scale = np.abs(e)
+    significant = scale > 1e-3 * (scale.max() if scale.size else 0.0)
+    max_rel = float((delta[significant] / scale[significant]).max()) if significant.any() else 0.0
+    atol, rtol = gate.atol, gate.rtol or 0.0
+    over = int((delta > atol + rtol * scale).sum()) if atol is not None else 0
+    flat_a, flat_e = a.reshape(a.shape[0], -1), e.reshape(e.shape[0], -1)
+    norms = np.linalg.norm(flat_a, axis=1) * np.linalg.norm(flat_e, axis=1)
+    cos = np.where(norms > 0, (flat_a * flat_e).sum(axis=1) / np.maximum(norms, 1e-300), 1.0)
+    agreement = float((a.argmax(-1) == e.argmax(-1)).mean()) if logits else None
+    check = OutputCheck(output="", shape=list(a.shape), max_abs=float(delta.max()) if delta.size else 0.0,
+                        max_rel=max_rel, min_cosine=float(cos.min()), argmax_agreement=agreement,
+                        over_tolerance=over, elements=int(delta.size))
+    why = []
+    if over:
+        why.append(f"max |Δ| {check.max_abs:.1e} > atol {atol:.0e}"
+                   + (f" + rtol {rtol:.0e}·|eager|" if rtol else "") + f" at {over} of {delta.size} values")
+    if gate.min_cosine is not None and check.min_cosine < gate.min_cosine:
+        why.append(f"cosine {check.min_cosine:.6f} < {gate.min_cosine}")
+    if agreement is not None and gate.min_argmax_agreement is not None and agreement < gate.min_argmax_agreement:
+        why.append(f"argmax agreement {agreement:.3f} < {gate.min_argmax_agreement}")
+    return check, why
+
+
+def check_artifact(name: str, runner: Runner, batches: Sequence[GoldenBatch],
+                   reference: Sequence[Outputs], gate: Gate) -> ArtifactParity:
+    """Run ``runner`` on every golden batch and compare each output it shares with eager.
+
+    Every failure is collected (not just the first); a runner that raises or returns a wrong
+    shape is a failure with its reason, not a crash.
+    """
+    checks, failures = [], []
+    for batch, expected in zip(batches, reference, strict=True):
+        shape = "x".join(map(str, batch.shape))
+        try:
+            actual = runner(batch.inputs)
+        except Exception as e:  # a runtime error on an unseen shape is the finding, not a crash
+            reason = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+            failures.append(f"{name}: fails to run at {shape} ({batch.name}): {type(e).__name__}: {reason}"
+                            + _baked_hint(batch.shape))
+            continue
+        common = [k for k in actual if k in expected]
+        if not common:
+            failures.append(f"{name}: no output in common with eager at {shape} "
+                            f"(artifact: {', '.join(actual)}; eager: {', '.join(expected)})")
+            continue
+        outputs = []
+        for key in common:
+            if tuple(actual[key].shape) != tuple(expected[key].shape):
+                failures.append(f"{name}: output {key!r} at {shape} ({batch.name}) has shape "
+                                f"{tuple(actual[key].shape)}, eager {tuple(expected[key].shape)}"
+                                + _baked_hint(batch.shape))
+                continue
+            check, why = compare(actual[key], expected[key], gate, logits=key.endswith("logits"))
+            check.output = key
+            check.failures = why
+            outputs.append(check)
+            failures.extend(f"{name}: output {key!r} at {shape} ({batch.name}) differs from eager: {w}"
+                            for w in why)
+        checks.append(BatchCheck(batch.name, list(batch.shape), batch.padded_tokens, outputs))
+    return ArtifactParity(artifact=name, gate=gate.model_dump(), compared="all positions, padding included",
+                          batches=checks, failures=failures)
+
+
+def _baked_hint(shape: tuple[int, int]) -> str:
+    return (" — the artifact may have baked in its export shape "
+            f"{EXPORT_SHAPE[0]}x{EXPORT_SHAPE[1]}" if shape != EXPORT_SHAPE else "")
+
+
+def save_golden(path_inputs: Path, path_outputs: Path, batches: Sequence[GoldenBatch],
+                reference: Sequence[Outputs]) -> None:
+    """Golden inputs and eager outputs as ``<batch>/<tensor>`` entries of two .npz files.
+
+    Written byte-for-byte deterministically (fixed zip timestamps), so manifests of two builds of
+    the same recipe agree.
+    """
+    _write_npz(path_inputs, {f"{b.name}/{k}": v for b in batches for k, v in b.inputs.items()})
+    _write_npz(path_outputs, {f"{b.name}/{k}": v for b, out in zip(batches, reference, strict=True)
+                              for k, v in out.items()})
+
+
+def _write_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for key in sorted(arrays):
+            buf = io.BytesIO()
+            np.save(buf, np.ascontiguousarray(arrays[key]), allow_pickle=False)
+            info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            zf.writestr(info, buf.getvalue())
+
+
+def load_golden(path: Path) -> dict[str, dict[str, np.ndarray]]:
+    """Read a golden .npz back as ``{batch: {tensor: array}}`` (no pickles)."""
+    out: dict[str, dict[str, np.ndarray]] = {}
+    with np.load(path, allow_pickle=False) as data:
+        for key in data.files:
+            batch, name = key.split("/", 1)
+            out.setdefault(batch, {})[name] = data[key]
+    return out

@@ -1,0 +1,401 @@
+"""Recipe schema (pydantic v2) and loading with file:line:col for every problem.
+
+A recipe names a source checkpoint, its task, the targets to build, how to validate them and
+where to publish. ``load(path)`` returns a :class:`Recipe` or raises :class:`RecipeError` listing
+every problem found. This module reads YAML and validates; it never loads a model.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import types
+import typing
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Annotated, Any, ClassVar
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
+
+from pipeline.errors import Problem, RecipeError
+from pipeline.stages import Gate, StageParams, registered_stages
+
+MAX_RECIPE_BYTES = 1 << 20
+HUB_ID = r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$"
+DEFAULT_TEXTS = (
+    "A man is eating food.",
+    "A plane is taking off over the city at dawn, and the passengers are asleep.",
+    "Hi",
+)
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Source(Strict):
+    """Exactly one of ``model`` (a Hub id, with ``revision``), ``path`` (a folder, relative to the
+    recipe file) or ``package`` (an installed Python package that ships the checkpoint)."""
+
+    model: Annotated[str, Field(pattern=HUB_ID, description="Hub model id, e.g. org/name")] | None = None
+    revision: str | None = Field(default=None, min_length=1,
+                                 description="commit sha (or tag) the Hub model is pinned to")
+    path: str | None = Field(default=None, min_length=1,
+                             description="local checkpoint folder, relative to the recipe file")
+    package: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+                                description="importable package that ships the checkpoint")
+    subfolder: str = Field(default="", description="folder inside `package` holding the checkpoint")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Source:
+        kinds = [k for k in ("model", "path", "package") if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            raise ValueError("give exactly one of model (Hub id), path (folder) or package "
+                             f"(got {', '.join(kinds) or 'none'})")
+        if self.model is not None and self.revision is None:
+            raise ValueError(f"revision is required with a Hub model id ({self.model!r}): "
+                             "pin the commit sha the build must use")
+        if self.model is None and self.revision is not None:
+            raise ValueError("revision only applies to a Hub model id")
+        if self.subfolder and self.package is None:
+            raise ValueError("subfolder only applies to package")
+        return self
+
+    def describe(self) -> str:
+        if self.model is not None:
+            return f"{self.model}@{self.revision}"
+        if self.package is not None:
+            return f"package {self.package}" + (f"/{self.subfolder}" if self.subfolder else "")
+        return f"folder {self.path}"
+
+
+Shape = Annotated[
+    tuple[Annotated[int, Field(ge=1, le=1024)], Annotated[int, Field(ge=1, le=8192)]],
+    Field(description="[batch, sequence]"),
+]
+
+
+class Validation(Strict):
+    texts: list[Annotated[str, Field(min_length=1)]] = Field(
+        default=list(DEFAULT_TEXTS), min_length=1,
+        description="real inputs, tokenized together with padding")
+    shapes: list[Shape] = Field(
+        default=[(1, 7), (4, 48)],
+        description="synthetic [batch, sequence] batches (with padding) to check besides the texts; "
+                    "use shapes unlike the export shape")
+    gates: dict[str, Gate] = Field(
+        default_factory=dict, description="per-artifact tolerances overriding the target's defaults")
+    seed: int = Field(default=0, ge=0, description="seed of the synthetic inputs")
+
+
+class Publish(Strict):
+    repo: str = Field(pattern=HUB_ID, description="Hub repo id to push to")
+    tag: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    private: bool = True
+
+
+class Recipe(Strict):
+    """A validated recipe. ``targets`` is a model generated from the stage registry."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$", max_length=96,
+                      description="build name; the output folder is <out>/<name>")
+    source: Source
+    task: str = Field(description="an optimum task name, e.g. feature-extraction")
+    targets: BaseModel
+    validation: Validation = Field(default_factory=Validation)
+    publish: Publish | None = None
+
+    _path: Path | None = PrivateAttr(default=None)
+    _positions: dict[tuple[str, ...], tuple[int, int]] = PrivateAttr(default_factory=dict)
+    base_targets: ClassVar[tuple[str, ...]] = ()
+
+    @field_validator("targets", mode="after")
+    @classmethod
+    def _not_empty(cls, value: BaseModel) -> BaseModel:
+        if not any(v is not None for v in value.__dict__.values()):
+            raise ValueError(f"name at least one target (one of: {', '.join(registered_stages())})")
+        return value
+
+    @model_validator(mode="after")
+    def _gates_name_artifacts(self) -> Recipe:
+        known = {a for name, params in self.target_params().items()
+                 for a in registered_stages()[name]().artifact_names(params)}
+        unknown = sorted(set(self.validation.gates) - known)
+        if unknown:
+            raise ValueError(f"validation.gates names {', '.join(map(repr, unknown))}, which this recipe "
+                             f"does not build (its artifacts: {', '.join(sorted(known))})")
+        return self
+
+    def target_params(self) -> dict[str, StageParams]:
+        """The requested targets in registry order, with their params."""
+        return {k: v for k, v in self.targets.__dict__.items() if v is not None}
+
+    @property
+    def path(self) -> Path | None:
+        return self._path
+
+    @property
+    def folder(self) -> Path:
+        """The folder relative paths in the recipe are resolved against."""
+        return self._path.parent if self._path is not None else Path.cwd()
+
+    def problem(self, loc: tuple[str, ...], message: str) -> Problem:
+        """A problem at a field, for errors found after schema validation (file:line:col kept)."""
+        line, col = self._positions.get(loc, (None, None))
+        return Problem(str(self._path) if self._path else "<recipe>", line, col, ".".join(loc), message)
+
+    def normalized(self) -> dict[str, Any]:
+        """The recipe with defaults filled in, as plain JSON data (for manifests and hashing)."""
+        data = self.model_dump(mode="json")
+        data["targets"] = {k: v.model_dump(mode="json") for k, v in self.target_params().items()}
+        return data
+
+    def digest(self) -> str:
+        blob = json.dumps(self.normalized(), sort_keys=True, separators=(",", ":")).encode()
+        return hashlib.sha256(blob).hexdigest()
+
+
+@functools.cache
+def _recipe_model(stages: tuple[tuple[str, type[StageParams]], ...]) -> type[Recipe]:
+    fields: dict[str, Any] = {
+        name: (params | None, Field(default=None, description=f"build the {name} target"))
+        for name, params in stages
+    }
+    targets = create_model("Targets", __config__=ConfigDict(extra="forbid", frozen=True), **fields)
+    return create_model("Recipe", __base__=Recipe, targets=(targets, ...))
+
+
+def recipe_model() -> type[Recipe]:
+    """The Recipe model for the stages registered now."""
+    return _recipe_model(tuple((n, s.params_model) for n, s in registered_stages().items()))
+
+
+def json_schema() -> dict[str, Any]:
+    schema = recipe_model().model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "convert recipe"
+    return schema
+
+
+# --- YAML with positions -------------------------------------------------------------------
+
+
+def _positions(node: yaml.Node, loc: tuple[str, ...], out: dict[tuple[str, ...], tuple[int, int]],
+               problems: list[Problem], path: str) -> None:
+    out[loc] = (node.start_mark.line + 1, node.start_mark.column + 1)
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            key = str(key_node.value)
+            if key in seen:
+                problems.append(Problem(path, key_node.start_mark.line + 1, key_node.start_mark.column + 1,
+                                        ".".join((*loc, key)),
+                                        f"duplicate key (first given on line {seen[key]})"))
+            seen.setdefault(key, key_node.start_mark.line + 1)
+            out[(*loc, key, "<key>")] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+            _positions(value_node, (*loc, key), out, problems, path)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _positions(item, (*loc, str(i)), out, problems, path)
+
+
+def _parse(text: str, path: str) -> tuple[Any, dict[tuple[str, ...], tuple[int, int]]]:
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            raise RecipeError([Problem(path, None, None, "",
+                                       "empty recipe: expected a mapping with name, source, task, targets")])
+        positions: dict[tuple[str, ...], tuple[int, int]] = {}
+        problems: list[Problem] = []
+        _positions(node, (), positions, problems, path)
+        if problems:
+            raise RecipeError(problems)
+        data = loader.construct_document(node)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (None, None)
+        what = " ".join(x for x in (e.context, e.problem) if x)
+        raise RecipeError([Problem(path, line, col, "", f"invalid YAML: {what}")]) from None
+    except yaml.YAMLError as e:
+        raise RecipeError([Problem(path, None, None, "", f"invalid YAML: {e}")]) from None
+    finally:
+        loader.dispose()
+    if not isinstance(data, dict):
+        raise RecipeError([Problem(path, 1, 1, "", "expected a mapping with name, source, task, targets "
+                                   f"(got {type(data).__name__})")])
+    return data, positions
+
+
+# --- pydantic errors as one line each ------------------------------------------------------
+
+
+def _allowed_keys(model: type[BaseModel], loc: Sequence[str | int]) -> list[str] | None:
+    """The keys a mapping at ``loc`` (inside ``model``) accepts, if it is a model."""
+    current: Any = model
+    for part in loc:
+        current = _unwrap(current)
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            f = current.model_fields.get(str(part))
+            if f is None:
+                return None
+            current = f.annotation
+        elif typing.get_origin(current) is dict:
+            current = typing.get_args(current)[1]
+        else:
+            return None
+    current = _unwrap(current)
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return list(current.model_fields)
+    return None
+
+
+def _unwrap(annotation: Any) -> Any:
+    """``X | None`` → ``X``."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(args) == 1:
+        return args[0]
+    return annotation
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _message(err: Any, model: type[BaseModel], loc: tuple[str | int, ...]) -> str:
+    kind, ctx, value = err["type"], err.get("ctx") or {}, err.get("input")
+    if kind == "missing":
+        return "required"
+    if kind == "extra_forbidden":
+        allowed = _allowed_keys(model, loc[:-1])
+        return "unknown key" + (f" (expected one of: {', '.join(allowed)})" if allowed else "")
+    bounds = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}
+    if kind in bounds:
+        limit = next(iter(ctx.values()))
+        return f"must be {bounds[kind]} {limit} (got {_short(value)})"
+    if kind == "string_pattern_mismatch":
+        return f"must match {ctx.get('pattern')} (got {_short(value)})"
+    if kind == "value_error":
+        return str(ctx.get("error", err["msg"]))
+    expected = {"int_type": "an integer", "int_parsing": "an integer", "float_type": "a number",
+                "float_parsing": "a number", "bool_type": "true or false", "bool_parsing": "true or false",
+                "string_type": "a string", "list_type": "a list", "dict_type": "a mapping",
+                "model_type": "a mapping", "model_attributes_type": "a mapping", "tuple_type": "a list",
+                "int_from_float": "an integer"}.get(kind)
+    if expected:
+        return f"expected {expected} (got {_short(value)})"
+    return f"{err['msg'][0].lower()}{err['msg'][1:]} (got {_short(value)})"
+
+
+def _problems(exc: ValidationError, model: type[BaseModel], path: str,
+              positions: dict[tuple[str, ...], tuple[int, int]]) -> list[Problem]:
+    out = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        key = tuple(str(p) for p in loc)
+        pos = None
+        if err["type"] == "extra_forbidden":
+            pos = positions.get((*key, "<key>"))
+        probe = key
+        while pos is None:
+            pos = positions.get(probe)
+            if not probe:
+                break
+            probe = probe[:-1]
+        line, col = pos if pos else (None, None)
+        out.append(Problem(path, line, col, ".".join(key), _message(err, model, loc)))
+    return out
+
+
+def from_data(data: dict[str, Any], *, path: Path | None = None,
+              positions: dict[tuple[str, ...], tuple[int, int]] | None = None) -> Recipe:
+    """Validate already-parsed recipe data (``path`` is used for messages and relative paths)."""
+    model = recipe_model()
+    shown = str(path) if path else "<recipe>"
+    try:
+        recipe = model.model_validate(data)
+    except ValidationError as e:
+        raise RecipeError(_problems(e, model, shown, positions or {})) from None
+    recipe._path = path
+    recipe._positions = positions or {}
+    return recipe
+
+
+def load(path: str | Path) -> Recipe:
+    """Read and validate a recipe file.
+
+    Raises:
+        RecipeError: the file is missing, unreadable, not YAML, or does not match the schema;
+            one :class:`Problem` per issue found.
+    """
+    path = Path(path)
+    shown = str(path)
+    try:
+        if path.stat().st_size > MAX_RECIPE_BYTES:
+            raise RecipeError([Problem(shown, None, None, "", f"file is larger than {MAX_RECIPE_BYTES} bytes")])
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise RecipeError([Problem(shown, None, None, "", "no such file")]) from None
+    except IsADirectoryError:
+        raise RecipeError([Problem(shown, None, None, "", "is a folder, expected a recipe file")]) from None
+    except OSError as e:
+        raise RecipeError([Problem(shown, None, None, "", f"cannot read: {e.strerror}")]) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise RecipeError([Problem(shown, None, None, "", f"not UTF-8 text (byte {e.start})")]) from None
+    data, positions = _parse(text, shown)
+    return from_data(data, path=path, positions=positions)
+
+
+def check_task(recipe: Recipe, model_type: str | None = None) -> None:
+    """Check the task against optimum's task registry (imports optimum: slow, so not in ``load``).
+
+    With ``model_type``, also check that optimum's ONNX exporter supports the task for it.
+    """
+    from optimum.exporters.tasks import TasksManager
+
+    from pipeline.errors import UnsupportedModelError
+
+    known = TasksManager.get_all_tasks()
+    try:
+        task = TasksManager.map_from_synonym(recipe.task)
+    except Exception:  # map_from_synonym raises for nothing but is version-dependent
+        task = recipe.task
+    if task not in known:
+        close = _closest(recipe.task, known)
+        raise RecipeError([recipe.problem(("task",), f"unknown task {recipe.task!r}" + (
+            f" (did you mean {close!r}?)" if close else f" (expected one of: {', '.join(sorted(known))})"))])
+    if model_type is not None:
+        import optimum.exporters.onnx.model_configs  # noqa: F401  (registers the ONNX configs per model type)
+
+        supported_types = TasksManager._LIBRARY_TO_SUPPORTED_MODEL_TYPES["transformers"]
+        if "onnx" not in supported_types.get(model_type, {}):
+            raise UnsupportedModelError(str(recipe.problem(
+                ("source",), f"model type {model_type!r} is not supported by optimum's ONNX exporter")))
+        supported = TasksManager.get_supported_tasks_for_model_type(
+            model_type, "onnx", library_name="transformers")
+        if task not in supported:
+            raise UnsupportedModelError(str(recipe.problem(
+                ("task",), f"{recipe.task!r} is not supported by the ONNX exporter for model type "
+                f"{model_type!r} (supported: {', '.join(sorted(supported))})")))
+
+
+def _closest(word: str, options: Iterable[str]) -> str | None:
+    import difflib
+
+    match = difflib.get_close_matches(word, list(options), n=1, cutoff=0.75)
+    return match[0] if match else None
+

@@ -1,0 +1,55 @@
+"""Terminal rendering with rich: build progress (stderr) and the parity table (stdout)."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from pipeline.build import Events
+
+
+@contextlib.contextmanager
+def progress(enabled: bool = True) -> Iterator[Events]:
+    """A spinner naming the running step, and one line per step as it happens, on stderr."""
+    console = Console(stderr=True)
+    if not enabled:
+        yield lambda step, message: None
+        return
+    start = time.perf_counter()
+    with console.status("starting") as status:
+        def on_event(step: str, message: str) -> None:
+            status.update(f"{step}: {message}")
+            console.print(f"[dim]{time.perf_counter() - start:6.1f}s[/dim] [bold]{step}[/bold] {message}",
+                          highlight=False)
+
+        yield on_event
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def print_parity(report: dict[str, Any]) -> None:
+    """One row per artifact, batch and output: the metrics and whether the gate held."""
+    table = Table(title="parity with eager PyTorch", title_justify="left")
+    for column in ("artifact", "batch", "shape", "output", "max |Δ|", "max rel", "min cos", "argmax", "result"):
+        table.add_column(column, justify="right" if column.startswith(("max", "min", "arg")) else "left")
+    for name, artifact in report["artifacts"].items():
+        for batch in artifact["batches"]:
+            shape = "x".join(map(str, batch["shape"]))
+            for out in batch["outputs"]:
+                table.add_row(name, batch["batch"], shape, out["output"], _fmt(out["max_abs"], ".1e"),
+                              _fmt(out["max_rel"], ".1e"), _fmt(out["min_cosine"], ".6f"),
+                              _fmt(out["argmax_agreement"], ".3f"),
+                              "[green]pass[/green]" if not out["failures"] else "[red]FAIL[/red]")
+        if not artifact["batches"]:
+            table.add_row(name, "-", "-", "-", "-", "-", "-", "-", "[red]FAIL[/red]")
+    Console(width=140).print(table)
+    for name, artifact in report["artifacts"].items():
+        for failure in artifact["failures"]:
+            Console(stderr=True).print(f"[red]✗[/red] {failure}", highlight=False)

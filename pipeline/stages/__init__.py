@@ -1,0 +1,30 @@
+"""The targets a recipe can ask for. Importing this package registers every built-in stage.
+
+Adding a target is one module here: define its params model and a :class:`Stage` subclass
+decorated with :func:`register_stage`, then import the module below.
+"""
+
+from pipeline.stages import onnx  # noqa: F401  (registers the stage)
+from pipeline.stages.base import (
+    Artifact,
+    Gate,
+    Stage,
+    StageContext,
+    StageParams,
+    get_stage,
+    register_stage,
+    registered_stages,
+    unregister_stage,
+)
+
+__all__ = [
+    "Artifact",
+    "Gate",
+    "Stage",
+    "StageContext",
+    "StageParams",
+    "get_stage",
+    "register_stage",
+    "registered_stages",
+    "unregister_stage",
+]
