@@ -33,6 +33,15 @@ from pipeline.stages import Gate, StageParams, registered_stages
 
 MAX_RECIPE_BYTES = 1 << 20
 HUB_ID = r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$"
+NAME = r"^[a-z0-9][a-z0-9._-]*$"
+PY_MODULE = r"^[A-Za-z_][A-Za-z0-9_]*$"
+TAG = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+PATTERN_WORDS = {
+    HUB_ID: "a Hub id like org/name",
+    NAME: "lowercase letters, digits, '.', '_' and '-', starting with a letter or digit",
+    PY_MODULE: "an importable module name",
+    TAG: "letters, digits, '.', '_' and '-'",
+}
 DEFAULT_TEXTS = (
     "A man is eating food.",
     "A plane is taking off over the city at dawn, and the passengers are asleep.",
@@ -53,7 +62,7 @@ class Source(Strict):
                                  description="commit sha (or tag) the Hub model is pinned to")
     path: str | None = Field(default=None, min_length=1,
                              description="local checkpoint folder, relative to the recipe file")
-    package: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+    package: str | None = Field(default=None, pattern=PY_MODULE,
                                 description="importable package that ships the checkpoint")
     subfolder: str = Field(default="", description="folder inside `package` holding the checkpoint")
 
@@ -101,14 +110,14 @@ class Validation(Strict):
 
 class Publish(Strict):
     repo: str = Field(pattern=HUB_ID, description="Hub repo id to push to")
-    tag: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    tag: str | None = Field(default=None, pattern=TAG)
     private: bool = True
 
 
 class Recipe(Strict):
     """A validated recipe. ``targets`` is a model generated from the stage registry."""
 
-    name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$", max_length=96,
+    name: str = Field(pattern=NAME, max_length=96,
                       description="build name; the output folder is <out>/<name>")
     source: Source
     task: str = Field(description="an optimum task name, e.g. feature-extraction")
@@ -284,9 +293,11 @@ def _message(err: Any, model: type[BaseModel], loc: tuple[str | int, ...]) -> st
     bounds = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}
     if kind in bounds:
         limit = next(iter(ctx.values()))
+        limit = int(limit) if isinstance(limit, float) and limit.is_integer() else limit
         return f"must be {bounds[kind]} {limit} (got {_short(value)})"
     if kind == "string_pattern_mismatch":
-        return f"must match {ctx.get('pattern')} (got {_short(value)})"
+        pattern = str(ctx.get("pattern"))
+        return f"must be {PATTERN_WORDS.get(pattern, 'of the form ' + pattern)} (got {_short(value)})"
     if kind == "value_error":
         return str(ctx.get("error", err["msg"]))
     expected = {"int_type": "an integer", "int_parsing": "an integer", "float_type": "a number",

