@@ -189,14 +189,17 @@ def load(recipe: Recipe, resolved: ResolvedSource) -> LoadedSource:
             resolved.folder, config=config, use_safetensors=True, trust_remote_code=False,
             output_loading_info=True)
     except (OSError, ValueError, RuntimeError) as e:
-        raise SourceError(str(recipe.problem(loc, f"cannot load weights: {_first_line(e)}"))) from None
+        mismatch = [line.strip() for line in str(e).splitlines() if "size mismatch" in line]
+        why = (f"weights with other shapes than config.json ({mismatch[0]})" if mismatch
+               else f"cannot load weights: {_first_line(e)}")
+        raise SourceError(str(recipe.problem(loc, f"the checkpoint does not match its config: {why}"))) from None
     missing = list(info.get("missing_keys", []))
     mismatched = [f"{k} {a}->{b}" for k, a, b in info.get("mismatched_keys", [])]
     if missing or mismatched:
         what = (f"missing {len(missing)} weights ({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''})"
                 if missing else f"weights with other shapes than the config ({', '.join(mismatched[:3])})")
         raise SourceError(str(recipe.problem(
-            loc, f"the checkpoint does not match {model_class.__name__} for task {task!r}: {what}")),
+            ("task",), f"the checkpoint does not match {type(model).__name__} for task {task!r}: {what}")),
             hint="pick the task the checkpoint was trained for")
     model.eval()
     try:
@@ -206,7 +209,7 @@ def load(recipe: Recipe, resolved: ResolvedSource) -> LoadedSource:
                                                   f"{_first_line(e)}"))) from None
     return LoadedSource(resolved=resolved, task=task, model=model, tokenizer=tokenizer, config=config,
                         model_type=model_type,
-                        load_info={"class": model_class.__name__,
+                        load_info={"class": type(model).__name__,
                                    "unexpected_keys": sorted(info.get("unexpected_keys", []))})
 
 

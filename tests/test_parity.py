@@ -1,0 +1,123 @@
+"""The parity gate: it catches a corrupted graph, a baked shape and a crash, and then nothing is packaged."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from pipeline import package
+from pipeline.cli import main
+from pipeline.parity import EXPORT_SHAPE, GoldenBatch, check_artifact, compare
+from pipeline.stages import Artifact, Gate, StageContext, register_stage, registered_stages, unregister_stage
+from pipeline.stages.onnx import ONNX_FILE, OnnxExport, OnnxParams
+from tests.tiny import write_recipe
+
+
+def perturb_initializer(path: Path, scale: float = 0.05) -> str:
+    """Add noise to the largest float initializer of an ONNX graph; returns its name."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    init = max((i for i in model.graph.initializer if i.data_type == onnx.TensorProto.FLOAT),
+               key=lambda i: int(np.prod(i.dims)))
+    values = numpy_helper.to_array(init)
+    noisy = values + np.random.default_rng(1).normal(0, scale, values.shape).astype(values.dtype)
+    init.CopyFrom(numpy_helper.from_array(noisy, init.name))
+    onnx.save(model, str(path))
+    return init.name
+
+
+@pytest.fixture
+def corrupting_stage() -> Iterator[str]:
+    """A target registered the way any target is, whose ONNX graph gets one initializer perturbed."""
+
+    @register_stage("onnx_corrupted")
+    class CorruptedOnnx(OnnxExport):
+        params_model = OnnxParams
+
+        def run(self, ctx: StageContext, params: OnnxParams) -> list[Artifact]:
+            artifacts = super().run(ctx, params)
+            perturb_initializer(ctx.workdir / ONNX_FILE)
+            return [Artifact(name=self.name, files=a.files, metadata=a.metadata) for a in artifacts]
+
+    yield "onnx_corrupted"
+    unregister_stage("onnx_corrupted")
+
+
+def test_corrupted_graph_fails_the_build_and_keeps_the_old_package(tmp_path: Path, checkpoints: dict,
+                                                                    corrupting_stage: str) -> None:
+    folder = checkpoints[("bert", "text-classification")]
+    out = tmp_path / "out"
+    good = write_recipe(tmp_path / "good.yaml", folder, task="text-classification")
+    assert CliRunner().invoke(main, ["build", str(good), "--out", str(out)]).exit_code == 0
+    manifest_before = (out / "tiny" / "package" / package.MANIFEST).read_bytes()
+
+    bad = write_recipe(tmp_path / "bad.yaml", folder, task="text-classification",
+                       targets={"onnx": {"opset": 17}, corrupting_stage: {"opset": 17}})
+    result = CliRunner().invoke(main, ["build", str(bad), "--out", str(out)])
+    assert result.exit_code == 1, result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: parity: ")]
+    assert errors, result.stderr
+    assert all(line.startswith(f"error: parity: {corrupting_stage}: output 'logits' at ") for line in errors)
+    assert any("differs from eager: max |Δ|" in line and "> atol 1e-04" in line for line in errors)
+    assert "Traceback" not in result.output
+    report = json.loads((out / "tiny" / "parity.json").read_text())
+    assert report["artifacts"]["onnx"]["passed"] is True
+    assert report["artifacts"][corrupting_stage]["passed"] is False
+    # nothing of the failed build was packaged: the previous package is byte-identical
+    assert (out / "tiny" / "package" / package.MANIFEST).read_bytes() == manifest_before
+    assert json.loads(manifest_before)["artifacts"].keys() == {"onnx"}
+
+
+def test_registering_a_stage_twice_raises() -> None:
+    with pytest.raises(ValueError, match="already registered"):
+        register_stage("onnx")(OnnxExport)
+    assert registered_stages()["onnx"] is OnnxExport
+
+
+def _batches() -> list[GoldenBatch]:
+    ids = np.arange(30, dtype=np.int64).reshape(3, 10)
+    mask = np.ones_like(ids)
+    mask[1, 6:] = 0
+    return [GoldenBatch("synthetic_3x10", {"input_ids": ids, "attention_mask": mask})]
+
+
+def test_a_baked_export_shape_fails_with_a_message_not_a_crash() -> None:
+    batches = _batches()
+    reference = [{"last_hidden_state": np.ones((3, 10, 4), dtype=np.float32)}]
+
+    def baked(inputs):  # returns the export shape whatever it is given, as a traced constant would
+        return {"last_hidden_state": np.ones((*EXPORT_SHAPE, 4), dtype=np.float32)}
+
+    def crashes(inputs):
+        raise RuntimeError("Got invalid dimensions for input: input_ids for the following indices\n index: 0")
+
+    for runner, expected in ((baked, "has shape (2, 16, 4), eager (3, 10, 4)"), (crashes, "fails to run at 3x10")):
+        report = check_artifact("x", runner, batches, reference, Gate(atol=1e-4))
+        assert not report.passed
+        assert len(report.failures) == 1
+        assert expected in report.failures[0]
+        assert "may have baked in its export shape 2x16" in report.failures[0]
+
+
+def test_metrics_and_gates() -> None:
+    expected = np.array([[0.0, 1.0, 2.0], [3.0, -1.0, 0.5]], dtype=np.float32)
+    same, why = compare(expected.copy(), expected, Gate(atol=0.0, min_cosine=1.0, min_argmax_agreement=1.0),
+                        logits=True)
+    assert why == [] and same.max_abs == 0.0 and same.argmax_agreement == 1.0
+    flipped = expected.copy()
+    flipped[1] = [3.0, 4.0, 0.5]  # the second row's argmax moves
+    check, why = compare(flipped, expected, Gate(atol=1e-3, min_cosine=0.99, min_argmax_agreement=1.0),
+                         logits=True)
+    assert check.max_abs == pytest.approx(5.0) and check.argmax_agreement == 0.5
+    assert check.over_tolerance == 1
+    assert [w.split(" ")[0] for w in why] == ["max", "cosine", "argmax"]
+    # rtol scales with the eager magnitude
+    _, why = compare(expected * 1.001, expected, Gate(atol=0.0, rtol=0.01), logits=False)
+    assert why == []
