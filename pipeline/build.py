@@ -118,8 +118,10 @@ def build(recipe: Recipe, out: Path, *, on_event: Events | None = None) -> Build
                 raise StageError(name, f"{type(e).__name__}: {e}",
                                  hint="run with --debug for the traceback") from e
             seconds = time.perf_counter() - t
+            hashes = {f: sha256_file(workdir / f) for a in artifacts for f in a.files}
             write_json(workdir / "stage.json", _stage_record(name, stage.version, params.model_dump(mode="json"),
-                                                             fingerprint, resolved, artifacts, workdir, seconds))
+                                                             fingerprint, resolved, artifacts, workdir, hashes,
+                                                             seconds))
         timings[name] = seconds
         runs.append(StageRun(name, round(seconds, 3), fingerprint, [a.name for a in artifacts]))
 
@@ -135,7 +137,7 @@ def build(recipe: Recipe, out: Path, *, on_event: Events | None = None) -> Build
             if report.passed:
                 passing.append(package.PackagedArtifact(
                     name=artifact.name, stage=name, folder=stage.package_folder or name, stage_dir=stage_dir,
-                    files=artifact.files, metadata=artifact.metadata))
+                    files=artifact.files, sha256={f: hashes[f] for f in artifact.files}, metadata=artifact.metadata))
 
     parity_json = {
         "golden": [{"batch": b.name, "shape": list(b.shape), "padded_tokens": b.padded_tokens} for b in batches],
@@ -163,14 +165,14 @@ def build(recipe: Recipe, out: Path, *, on_event: Events | None = None) -> Build
 
 def _stage_record(name: str, version: int, params: dict[str, Any], fingerprint: str,
                   resolved: source_mod.ResolvedSource, artifacts: list[Artifact], workdir: Path,
-                  seconds: float) -> dict[str, Any]:
+                  hashes: dict[str, str], seconds: float) -> dict[str, Any]:
     return {
         "stage": name,
         "version": version,
         "params": params,
         "fingerprint": fingerprint,
         "inputs": {"source": resolved.provenance()},
-        "outputs": {a.name: {"files": {f: {"sha256": sha256_file(workdir / f), "size": (workdir / f).stat().st_size}
+        "outputs": {a.name: {"files": {f: {"sha256": hashes[f], "size": (workdir / f).stat().st_size}
                                        for f in a.files},
                              "metadata": a.metadata}
                     for a in artifacts},

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -122,5 +123,24 @@ def schema() -> None:
     click.echo(json.dumps(recipe_mod.json_schema(), indent=2))
 
 
+def entry() -> None:
+    """The console script: run, flush, then skip the interpreter's teardown.
+
+    Tearing down torch, transformers and onnxruntime at exit took 0.75 s of a 6 s build here;
+    every output is already written through rename and closed by then, so nothing is lost.
+    """
+    try:
+        main()
+        code = 0
+    except SystemExit as e:
+        if isinstance(e.code, str):
+            click.echo(e.code, err=True)
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    main()
+    entry()

@@ -9,12 +9,11 @@ gate are given to this module; it does not check parity itself.
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.atomic import atomic_dir, write_json
+from pipeline.atomic import atomic_dir, link_or_copy, write_json
 from pipeline.recipe import Recipe
 from pipeline.source import LoadedSource, sha256_file
 from pipeline.versions import library_versions
@@ -33,6 +32,7 @@ class PackagedArtifact:
     folder: str  # folder inside the package
     stage_dir: Path
     files: tuple[str, ...]
+    sha256: dict[str, str]  # file -> sha256, as the stage record has them
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
@@ -42,12 +42,14 @@ def write(target: Path, *, recipe: Recipe, source: LoadedSource, artifacts: list
     with atomic_dir(target) as tmp:
         source.config.save_pretrained(tmp)
         source.tokenizer.save_pretrained(tmp)
+        known: dict[str, str] = {}
         for artifact in artifacts:
             (tmp / artifact.folder).mkdir(parents=True, exist_ok=True)
             for name in artifact.files:
-                shutil.copy2(artifact.stage_dir / name, tmp / artifact.folder / name)
-        shutil.copy2(golden[0], tmp / GOLDEN_INPUTS)
-        shutil.copy2(golden[1], tmp / GOLDEN_OUTPUTS)
+                link_or_copy(artifact.stage_dir / name, tmp / artifact.folder / name)
+                known[f"{artifact.folder}/{name}"] = artifact.sha256[name]
+        link_or_copy(golden[0], tmp / GOLDEN_INPUTS)
+        link_or_copy(golden[1], tmp / GOLDEN_OUTPUTS)
         write_json(tmp / PARITY, parity)
         manifest = {
             "format": MANIFEST_FORMAT,
@@ -63,13 +65,21 @@ def write(target: Path, *, recipe: Recipe, source: LoadedSource, artifacts: list
             },
             "golden": {"inputs": GOLDEN_INPUTS, "outputs": GOLDEN_OUTPUTS},
             "versions": library_versions(),
-            "files": file_table(tmp),
+            "files": file_table(tmp, known),
         }
         write_json(tmp / MANIFEST, manifest)
     return manifest
 
 
-def file_table(folder: Path) -> dict[str, dict[str, Any]]:
-    """sha256 and size of every file below ``folder`` except the manifest itself."""
-    return {p.relative_to(folder).as_posix(): {"sha256": sha256_file(p), "size": p.stat().st_size}
-            for p in sorted(folder.rglob("*")) if p.is_file() and p.name != MANIFEST}
+def file_table(folder: Path, known: dict[str, str] | None = None) -> dict[str, dict[str, Any]]:
+    """sha256 and size of every file below ``folder`` except the manifest itself.
+
+    ``known`` holds hashes computed moments ago for files linked in from a stage folder.
+    """
+    known = known or {}
+    table = {}
+    for p in sorted(folder.rglob("*")):
+        rel = p.relative_to(folder).as_posix()
+        if p.is_file() and rel != MANIFEST:
+            table[rel] = {"sha256": known.get(rel) or sha256_file(p), "size": p.stat().st_size}
+    return table

@@ -50,6 +50,3 @@ def print_parity(report: dict[str, Any]) -> None:
         if not artifact["batches"]:
             table.add_row(name, "-", "-", "-", "-", "-", "-", "-", "[red]FAIL[/red]")
     Console(width=140).print(table)
-    for name, artifact in report["artifacts"].items():
-        for failure in artifact["failures"]:
-            Console(stderr=True).print(f"[red]✗[/red] {failure}", highlight=False)

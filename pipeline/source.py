@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import SourceError, UnsupportedModelError
+from pipeline.errors import SourceError
 from pipeline.recipe import Recipe, check_task
 
 SAFETENSORS = ("model.safetensors", "model.safetensors.index.json")

@@ -12,7 +12,6 @@ from click.testing import CliRunner
 
 from pipeline import recipe as recipe_mod
 from pipeline.cli import main
-from pipeline.errors import RecipeError
 from tests.conftest import REPO
 
 GOOD = """\
@@ -73,7 +72,8 @@ CASES = [
     ("yaml syntax error", _edit("  path: model", "  path: [model"),
      [r":\d+:\d+: invalid YAML: "]),
     ("empty file", "", [r": empty recipe: expected a mapping"]),
-    ("not a mapping", "- just\n- a list\n", [r":1:1: expected a mapping with name, source, task, targets \(got list\)"]),
+    ("not a mapping", "- just\n- a list\n",
+     [r":1:1: expected a mapping with name, source, task, targets \(got list\)"]),
 ]
 
 
