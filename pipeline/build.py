@@ -130,7 +130,7 @@ def build(recipe: Recipe, out: Path, *, on_event: Events | None = None) -> Build
             gate = stage.default_gate.merged(recipe.validation.gates.get(artifact.name))
             t = time.perf_counter()
             report = parity.check_artifact(artifact.name, stage.runner(stage_dir, artifact), batches,
-                                           reference, gate)
+                                           reference, gate, skips_padding=artifact.skips_padding)
             timings[f"parity:{artifact.name}"] = time.perf_counter() - t
             reports[artifact.name] = report
             emit(artifact.name, "parity passed" if report.passed else "parity FAILED")

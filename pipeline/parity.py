@@ -164,11 +164,13 @@ def compare(actual: np.ndarray, expected: np.ndarray, gate: Gate, logits: bool) 
 
 
 def check_artifact(name: str, runner: Runner, batches: Sequence[GoldenBatch],
-                   reference: Sequence[Outputs], gate: Gate) -> ArtifactParity:
+                   reference: Sequence[Outputs], gate: Gate, skips_padding: bool = False) -> ArtifactParity:
     """Run ``runner`` on every golden batch and compare each output it shares with eager.
 
     Every failure is collected (not just the first); a runner that raises or returns a wrong
-    shape is a failure with its reason, not a crash.
+    shape is a failure with its reason, not a crash. With ``skips_padding``, token-level outputs
+    (shaped ``[batch, sequence, ...]``) are compared at real tokens only: the artifact leaves
+    padding positions undefined, and eager's values there feed nothing downstream.
     """
     checks, failures = [], []
     for batch, expected in zip(batches, reference, strict=True):
@@ -192,14 +194,23 @@ def check_artifact(name: str, runner: Runner, batches: Sequence[GoldenBatch],
                                 f"{tuple(actual[key].shape)}, eager {tuple(expected[key].shape)}"
                                 + _baked_hint(batch.shape))
                 continue
-            check, why = compare(actual[key], expected[key], gate, logits=key.endswith("logits"))
+            got, want = actual[key], expected[key]
+            mask = batch.inputs.get("attention_mask")
+            if skips_padding and mask is not None and got.ndim >= 2 and got.shape[:2] == mask.shape:
+                keep = mask.astype(bool)
+                # real tokens only; rows stay rows so per-sample cosine still means one sample
+                got = np.where(keep.reshape(*keep.shape, *([1] * (got.ndim - 2))), got, 0)
+                want = np.where(keep.reshape(*keep.shape, *([1] * (want.ndim - 2))), want, 0)
+            check, why = compare(got, want, gate, logits=key.endswith("logits"))
             check.output = key
             check.failures = why
             outputs.append(check)
             failures.extend(f"{name}: output {key!r} at {shape} ({batch.name}) differs from eager: {w}"
                             for w in why)
         checks.append(BatchCheck(batch.name, list(batch.shape), batch.padded_tokens, outputs))
-    return ArtifactParity(artifact=name, gate=gate.model_dump(), compared="all positions, padding included",
+    compared = ("token-level outputs at real tokens only (padding positions excluded: the artifact skips "
+                "them)" if skips_padding else "all positions, padding included")
+    return ArtifactParity(artifact=name, gate=gate.model_dump(), compared=compared,
                           batches=checks, failures=failures)
 
 

@@ -121,3 +121,23 @@ def test_metrics_and_gates() -> None:
     # rtol scales with the eager magnitude
     _, why = compare(expected * 1.001, expected, Gate(atol=0.0, rtol=0.01), logits=False)
     assert why == []
+
+
+def test_padding_positions_are_excluded_only_for_artifacts_that_skip_them() -> None:
+    batches = _batches()  # row 1 has 4 padding positions
+    eager = np.random.default_rng(0).normal(size=(3, 10, 4)).astype(np.float32)
+    garbage_at_padding = eager.copy()
+    garbage_at_padding[1, 6:] = 1e3
+
+    def runner(inputs):
+        return {"last_hidden_state": garbage_at_padding}
+
+    strict = check_artifact("x", runner, batches, [{"last_hidden_state": eager}], Gate(atol=1e-5))
+    assert not strict.passed and "at 16 of 120 values" in strict.failures[0]
+    assert strict.compared.startswith("all positions")
+    lenient = check_artifact("x", runner, batches, [{"last_hidden_state": eager}], Gate(atol=1e-5),
+                             skips_padding=True)
+    assert lenient.passed and "padding positions excluded" in lenient.compared
+    garbage_at_padding[1, 2] += 1.0  # a real token differs: still caught
+    assert not check_artifact("x", runner, batches, [{"last_hidden_state": eager}], Gate(atol=1e-5),
+                              skips_padding=True).passed

@@ -72,6 +72,9 @@ class Artifact:
     name: str
     files: tuple[str, ...]
     metadata: dict[str, Any] = field(default_factory=dict)
+    # True where the artifact's outputs at padding positions are undefined by design (e.g. nested
+    # tensors skip them): parity then compares token-level outputs at real tokens only.
+    skips_padding: bool = False
 
 
 P = TypeVar("P", bound=StageParams)
