@@ -39,6 +39,7 @@ class StageRun:
     seconds: float
     fingerprint: str
     artifacts: list[str]
+    optional: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -51,6 +52,7 @@ class BuildResult:
     parity: dict[str, Any]
     timings: dict[str, float] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -123,11 +125,12 @@ def build(recipe: Recipe, out: Path, *, on_event: Events | None = None) -> Build
                                                              fingerprint, resolved, artifacts, workdir, hashes,
                                                              seconds))
         timings[name] = seconds
-        runs.append(StageRun(name, round(seconds, 3), fingerprint, [a.name for a in artifacts]))
+        runs.append(StageRun(name, round(seconds, 3), fingerprint, [a.name for a in artifacts],
+                             [a.name for a in artifacts if a.optional]))
 
         for artifact in artifacts:
             emit(artifact.name, "checking parity against eager")
-            gate = stage.default_gate.merged(recipe.validation.gates.get(artifact.name))
+            gate = stage.gate_for(artifact.name, loaded.task).merged(recipe.validation.gates.get(artifact.name))
             t = time.perf_counter()
             report = parity.check_artifact(artifact.name, stage.runner(stage_dir, artifact), batches,
                                            reference, gate, skips_padding=artifact.skips_padding)
@@ -144,7 +147,12 @@ def build(recipe: Recipe, out: Path, *, on_event: Events | None = None) -> Build
         "artifacts": {k: v.to_json() for k, v in reports.items()},
     }
     write_json(build_dir / "parity.json", parity_json)
-    failures = [f for r in reports.values() for f in r.failures]
+    optional = {a for run in runs for a in run.optional}
+    failures = [f for name, r in reports.items() if name not in optional for f in r.failures]
+    warnings = [f"{f} (optional: not packaged)" for name, r in reports.items() if name in optional
+                for f in r.failures]
+    for warning in warnings:
+        emit("parity", warning)
     package_dir = None
     if not failures:
         emit("package", "writing the package")
@@ -156,7 +164,7 @@ def build(recipe: Recipe, out: Path, *, on_event: Events | None = None) -> Build
     timings["total"] = time.perf_counter() - started
     result = BuildResult(name=recipe.name, build_dir=build_dir, package_dir=package_dir, passed=not failures,
                          stages=runs, parity=parity_json, timings={k: round(v, 3) for k, v in timings.items()},
-                         failures=failures)
+                         failures=failures, warnings=warnings)
     write_json(build_dir / "build.json", result.to_json())
     if failures:
         raise ParityError(failures, parity_json)
@@ -174,7 +182,7 @@ def _stage_record(name: str, version: int, params: dict[str, Any], fingerprint: 
         "inputs": {"source": resolved.provenance()},
         "outputs": {a.name: {"files": {f: {"sha256": hashes[f], "size": (workdir / f).stat().st_size}
                                        for f in a.files},
-                             "metadata": a.metadata}
+                             "metadata": a.metadata, "skips_padding": a.skips_padding, "optional": a.optional}
                     for a in artifacts},
         "timings": {"seconds": round(seconds, 3)},
         "versions": library_versions(),

@@ -22,6 +22,7 @@ from pipeline.stages.base import Gate, Outputs, Runner
 
 # optimum's ONNX exporter traces with batch 2, sequence 16 (optimum.utils.DEFAULT_DUMMY_SHAPES).
 EXPORT_SHAPE = (2, 16)
+TEXTS = "texts"  # the golden batch made of the recipe's real texts
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,7 @@ def golden_batches(texts: Sequence[str], shapes: Sequence[tuple[int, int]], toke
     """
     limit = min(max_positions or 512, getattr(tokenizer, "model_max_length", 512) or 512)
     encoded = tokenizer(list(texts), padding=True, truncation=True, max_length=limit, return_tensors="np")
-    batches = [GoldenBatch("texts", {k: np.asarray(v, dtype=np.int64) for k, v in encoded.items()})]
+    batches = [GoldenBatch(TEXTS, {k: np.asarray(v, dtype=np.int64) for k, v in encoded.items()})]
     names = set(encoded)
     rng = np.random.default_rng(seed)
     wanted = list(shapes)
@@ -105,9 +106,11 @@ class OutputCheck:
     max_abs: float
     max_rel: float
     min_cosine: float
+    min_pooled_cosine: float | None
     argmax_agreement: float | None
     over_tolerance: int
     elements: int
+    gated: bool = True
     failures: list[str] = field(default_factory=list)
 
 
@@ -135,8 +138,25 @@ class ArtifactParity:
         return {"passed": self.passed, **asdict(self)}
 
 
-def compare(actual: np.ndarray, expected: np.ndarray, gate: Gate, logits: bool) -> tuple[OutputCheck, list[str]]:
-    """Metrics of one output against the eager one, and why it fails ``gate`` (empty if it passes)."""
+def mean_pool(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Mean of the token embeddings over real tokens, as sentence-transformers pools."""
+    weights = mask.astype(np.float64)[..., None]
+    return (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
+
+
+def _row_cosine(a: np.ndarray, e: np.ndarray) -> np.ndarray:
+    flat_a, flat_e = a.reshape(a.shape[0], -1), e.reshape(e.shape[0], -1)
+    norms = np.linalg.norm(flat_a, axis=1) * np.linalg.norm(flat_e, axis=1)
+    return np.clip(np.where(norms > 0, (flat_a * flat_e).sum(axis=1) / np.maximum(norms, 1e-300), 1.0), -1.0, 1.0)
+
+
+def compare(actual: np.ndarray, expected: np.ndarray, gate: Gate, logits: bool,
+            mask: np.ndarray | None = None) -> tuple[OutputCheck, list[str]]:
+    """Metrics of one output against the eager one, and why it fails ``gate`` (empty if it passes).
+
+    ``mask`` (the batch's attention mask) enables the pooled-embedding cosine for token-level
+    outputs shaped ``[batch, sequence, hidden]``.
+    """
     a = np.asarray(actual, dtype=np.float64)
     e = np.asarray(expected, dtype=np.float64)
     delta = np.abs(a - e)
@@ -145,19 +165,25 @@ def compare(actual: np.ndarray, expected: np.ndarray, gate: Gate, logits: bool) 
     max_rel = float((delta[significant] / scale[significant]).max()) if significant.any() else 0.0
     atol, rtol = gate.atol, gate.rtol or 0.0
     over = int((delta > atol + rtol * scale).sum()) if atol is not None else 0
-    flat_a, flat_e = a.reshape(a.shape[0], -1), e.reshape(e.shape[0], -1)
-    norms = np.linalg.norm(flat_a, axis=1) * np.linalg.norm(flat_e, axis=1)
-    cos = np.clip(np.where(norms > 0, (flat_a * flat_e).sum(axis=1) / np.maximum(norms, 1e-300), 1.0), -1.0, 1.0)
+    cos = _row_cosine(a, e)
+    pooled = None
+    if mask is not None and a.ndim == 3 and a.shape[:2] == mask.shape:
+        pooled = float(_row_cosine(mean_pool(a, mask), mean_pool(e, mask)).min())
     agreement = float((a.argmax(-1) == e.argmax(-1)).mean()) if logits else None
     check = OutputCheck(output="", shape=list(a.shape), max_abs=float(delta.max()) if delta.size else 0.0,
-                        max_rel=max_rel, min_cosine=float(cos.min()), argmax_agreement=agreement,
-                        over_tolerance=over, elements=int(delta.size))
+                        max_rel=max_rel, min_cosine=float(cos.min()), min_pooled_cosine=pooled,
+                        argmax_agreement=agreement, over_tolerance=over, elements=int(delta.size))
     why = []
     if over:
         why.append(f"max |Δ| {check.max_abs:.1e} > atol {atol:.0e}"
                    + (f" + rtol {rtol:.0e}·|eager|" if rtol else "") + f" at {over} of {delta.size} values")
     if gate.min_cosine is not None and check.min_cosine < gate.min_cosine - 1e-12:  # float64 rounding
         why.append(f"cosine {check.min_cosine:.6f} < {gate.min_cosine}")
+    if gate.min_pooled_cosine is not None:
+        if pooled is None:
+            why.append("no pooled embedding to compare (needs a [batch, sequence, hidden] output and a mask)")
+        elif pooled < gate.min_pooled_cosine - 1e-12:
+            why.append(f"pooled-embedding cosine {pooled:.6f} < {gate.min_pooled_cosine}")
     if agreement is not None and gate.min_argmax_agreement is not None and agreement < gate.min_argmax_agreement:
         why.append(f"argmax agreement {agreement:.3f} < {gate.min_argmax_agreement}")
     return check, why
@@ -201,15 +227,21 @@ def check_artifact(name: str, runner: Runner, batches: Sequence[GoldenBatch],
                 # real tokens only; rows stay rows so per-sample cosine still means one sample
                 got = np.where(keep.reshape(*keep.shape, *([1] * (got.ndim - 2))), got, 0)
                 want = np.where(keep.reshape(*keep.shape, *([1] * (want.ndim - 2))), want, 0)
-            check, why = compare(got, want, gate, logits=key.endswith("logits"))
+            check, why = compare(got, want, gate, logits=key.endswith("logits"), mask=mask)
             check.output = key
-            check.failures = why
+            gated = gate.batches == "all" or batch.name == TEXTS
+            check.gated = gated
+            check.failures = why if gated else []
             outputs.append(check)
+            if not gated:
+                continue
             failures.extend(f"{name}: output {key!r} at {shape} ({batch.name}) differs from eager: {w}"
                             for w in why)
         checks.append(BatchCheck(batch.name, list(batch.shape), batch.padded_tokens, outputs))
     compared = ("token-level outputs at real tokens only (padding positions excluded: the artifact skips "
                 "them)" if skips_padding else "all positions, padding included")
+    if gate.batches == TEXTS:
+        compared += "; gated on the recipe's texts, other batches reported only"
     return ArtifactParity(artifact=name, gate=gate.model_dump(), compared=compared,
                           batches=checks, failures=failures)
 

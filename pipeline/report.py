@@ -37,16 +37,20 @@ def _fmt(value: float | None, spec: str) -> str:
 def print_parity(report: dict[str, Any]) -> None:
     """One row per artifact, batch and output: the metrics and whether the gate held."""
     table = Table(title="parity with eager PyTorch", title_justify="left")
-    for column in ("artifact", "batch", "shape", "output", "max |Δ|", "max rel", "min cos", "argmax", "result"):
-        table.add_column(column, justify="right" if column.startswith(("max", "min", "arg")) else "left")
+    columns = ("artifact", "batch", "shape", "output", "max |Δ|", "max rel", "min cos", "pooled cos", "argmax",
+               "result")
+    for column in columns:
+        table.add_column(column, justify="right" if column.startswith(("max", "min", "arg", "pooled")) else "left")
     for name, artifact in report["artifacts"].items():
         for batch in artifact["batches"]:
             shape = "x".join(map(str, batch["shape"]))
             for out in batch["outputs"]:
+                result = ("[red]FAIL[/red]" if out["failures"] else
+                          "[green]pass[/green]" if out.get("gated", True) else "[dim]info[/dim]")
                 table.add_row(name, batch["batch"], shape, out["output"], _fmt(out["max_abs"], ".1e"),
                               _fmt(out["max_rel"], ".1e"), _fmt(out["min_cosine"], ".6f"),
-                              _fmt(out["argmax_agreement"], ".3f"),
-                              "[green]pass[/green]" if not out["failures"] else "[red]FAIL[/red]")
+                              _fmt(out.get("min_pooled_cosine"), ".6f"), _fmt(out["argmax_agreement"], ".3f"),
+                              result)
         if not artifact["batches"]:
-            table.add_row(name, "-", "-", "-", "-", "-", "-", "-", "[red]FAIL[/red]")
+            table.add_row(name, *["-"] * (len(columns) - 2), "[red]FAIL[/red]")
     Console(width=140).print(table)

@@ -49,7 +49,7 @@ CASES = [
     ("unknown target", _edit("  onnx:\n    opset: 17", "  onxx:\n    opset: 17"),
      [r":6:3: targets\.onxx: unknown key \(expected one of: onnx"]),
     ("misspelled param", _edit("opset: 17", "opsett: 17"),
-     [r":7:5: targets\.onnx\.opsett: unknown key \(expected one of: opset\)$"]),
+     [r":7:5: targets\.onnx\.opsett: unknown key \(expected one of: opset, variants, optional, optimization, int8\)$"]),
     ("missing task", _edit("task: feature-extraction\n", ""), [r":1:1: task: required$"]),
     ("hub id without revision", _edit("  path: model", "  model: org/name"),
      [r":3:3: source: revision is required with a Hub model id \('org/name'\)"]),

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, TypeVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -30,9 +30,11 @@ class Gate(BaseModel):
     """Tolerances an artifact's outputs must meet against the eager model.
 
     ``atol``/``rtol`` apply elementwise as ``|a - e| <= atol + rtol * |e|``; ``min_cosine`` to the
-    cosine similarity of each sample's flattened output; ``min_argmax_agreement`` to the share of
-    positions whose argmax over the last axis agrees (only for outputs named ``*logits``).
-    A field left out (None) is not gated.
+    cosine similarity of each sample's flattened output; ``min_pooled_cosine`` to the cosine of
+    each sample's mean-pooled token embeddings (attention mask applied, as sentence-transformers
+    pools); ``min_argmax_agreement`` to the share of positions whose argmax over the last axis
+    agrees (only for outputs named ``*logits``). A field left out (None) is not gated. ``batches``
+    says which golden batches the gate applies to; metrics are reported for all of them.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -41,8 +43,12 @@ class Gate(BaseModel):
     rtol: float | None = Field(default=None, ge=0, description="relative tolerance")
     min_cosine: float | None = Field(default=None, ge=-1, le=1,
                                      description="lowest per-sample cosine similarity")
+    min_pooled_cosine: float | None = Field(default=None, ge=-1, le=1,
+                                            description="lowest per-sample cosine of mean-pooled embeddings")
     min_argmax_agreement: float | None = Field(default=None, ge=0, le=1,
                                                description="lowest share of equal argmax (logits)")
+    batches: Literal["all", "texts"] = Field(
+        default="all", description="gate every golden batch, or only the recipe's real texts")
 
     def merged(self, override: Gate | None) -> Gate:
         """This gate with the fields ``override`` sets replacing ours."""
@@ -75,6 +81,9 @@ class Artifact:
     # True where the artifact's outputs at padding positions are undefined by design (e.g. nested
     # tensors skip them): parity then compares token-level outputs at real tokens only.
     skips_padding: bool = False
+    # True where the recipe marked this artifact optional: a failed gate is reported, the artifact
+    # is not packaged, and the build still succeeds.
+    optional: bool = False
 
 
 P = TypeVar("P", bound=StageParams)
@@ -96,11 +105,19 @@ class Stage(Generic[P]):
         """Names of the artifacts ``run`` will produce for these params (used to check gates)."""
         return [self.name]
 
+    def gate_for(self, artifact: str, task: str) -> Gate:
+        """The default gate of one of this stage's artifacts (the recipe may override fields)."""
+        return self.default_gate
+
     def run(self, ctx: StageContext, params: P) -> list[Artifact]:
         raise NotImplementedError
 
-    def runner(self, stage_dir: Path, artifact: Artifact) -> Runner:
-        """A callable that runs ``artifact`` (found under ``stage_dir``) on numpy inputs."""
+    def runner(self, stage_dir: Path, artifact: Artifact, threads: int | None = None) -> Runner:
+        """A callable that runs ``artifact`` (found under ``stage_dir``) on numpy inputs.
+
+        ``threads`` fixes the runtime's intra-op thread count (torch runners use the process-wide
+        ``torch.set_num_threads`` instead, which the caller sets).
+        """
         raise NotImplementedError
 
 

@@ -1,68 +1,201 @@
-"""ONNX target: optimum-onnx's exporter run on the already loaded source model; runs on onnxruntime.
+"""ONNX target: optimum-onnx's exporter run on the already loaded source model, plus its variants.
 
-Exports with dynamic batch and sequence axes at the recipe's opset. optimum's own validation is
-switched off: it only warns on a miss and only checks the trace shape; the build's parity gate
-does the checking.
+Exports with dynamic batch and sequence axes at the recipe's opset (``model.onnx``), then derives
+the variants the recipe lists, each with optimum's and onnxruntime's own tools:
+
+- ``optimized`` (``model_optimized.onnx``): optimum's ``ORTOptimizer`` — onnxruntime's offline graph
+  optimization plus its transformer fusions, with the model type, heads and hidden size optimum
+  reads from the config;
+- ``int8`` (``model_quantized.onnx``): dynamic quantization by optimum's ``ORTQuantizer`` of the
+  plain graph (quantizing the fused graph fails shape inference), optional per-channel weights,
+  onnxruntime's quantization pre-processing, and nodes kept in fp32 by name;
+- ``fp16`` (``model_fp16.onnx``): the optimized graph with fp16 weights, fp32 inputs and outputs.
+
+Every variant is gated and measured like any artifact; none is assumed faster or accurate.
+optimum's own export validation is switched off: it only warns on a miss.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from pipeline.errors import StageError
-from pipeline.stages.base import Artifact, Runner, Stage, StageContext, StageParams, register_stage
+from pipeline.stages.base import Artifact, Gate, Runner, Stage, StageContext, StageParams, register_stage
 
 ONNX_FILE = "model.onnx"
+Variant = Literal["fp32", "optimized", "int8", "fp16"]
+# File names optimum's ORTModel (file_name=...) and transformers.js (dtype: fp32/q8/fp16) look for.
+VARIANT_FILES: dict[str, str] = {"fp32": ONNX_FILE, "optimized": "model_optimized.onnx",
+                                 "int8": "model_quantized.onnx", "fp16": "model_fp16.onnx"}
+LOSSY: frozenset[str] = frozenset({"int8", "fp16"})
+
+
+class OptimizationParams(StageParams):
+    level: int = Field(default=2, ge=0, le=2,
+                       description="onnxruntime graph optimization level: 0 fusions only, 1 basic, 2 extended")
+
+
+class Int8Params(StageParams):
+    per_channel: bool = Field(default=True, description="one weight scale per output channel")
+    preprocess: bool = Field(default=True, description="run onnxruntime's quantization pre-processing first")
+    operators: list[str] = Field(default=["MatMul"], min_length=1,
+                                 description="op types to quantize (Gather would quantize the embeddings)")
+    exclude_nodes: list[str] = Field(default=[], description="node names kept in fp32 (see "
+                                     "benchmarks/int8_sensitivity.py to choose them by measurement)")
 
 
 class OnnxParams(StageParams):
     opset: int = Field(default=18, ge=14, le=23, description="ONNX opset to export with")
+    variants: list[Variant] = Field(default=["fp32"], min_length=1, description="graphs to build and gate")
+    optional: list[Variant] = Field(default=[], description="variants whose failed gate is reported but does "
+                                    "not fail the build (they are then not packaged)")
+    optimization: OptimizationParams = Field(default_factory=OptimizationParams)
+    int8: Int8Params = Field(default_factory=Int8Params)
+
+    @field_validator("variants")
+    @classmethod
+    def _unique(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"each variant once (got {value})")
+        return value
+
+
+def artifact_name(variant: str) -> str:
+    return "onnx" if variant == "fp32" else f"onnx-{variant}"
 
 
 @register_stage("onnx")
 class OnnxExport(Stage[OnnxParams]):
     params_model = OnnxParams
-    version = 1
-    description = "ONNX graph exported by optimum-onnx, run with onnxruntime"
+    version = 2
+    description = "ONNX graphs exported by optimum-onnx, run with onnxruntime"
     package_folder = "onnx"  # where optimum's ORTModel (subfolder="onnx") and transformers.js look
 
+    def artifact_names(self, params: OnnxParams) -> list[str]:
+        return [artifact_name(v) for v in params.variants]
+
+    def gate_for(self, artifact: str, task: str) -> Gate:
+        """fp32-class graphs elementwise; lossy ones in task terms, on the recipe's real texts."""
+        variant = artifact.removeprefix("onnx-") if artifact != "onnx" else "fp32"
+        if variant not in LOSSY:
+            return self.default_gate
+        if task == "feature-extraction":
+            return Gate(min_pooled_cosine=0.99, batches="texts")
+        return Gate(min_argmax_agreement=1.0, atol=0.1, rtol=0.0, batches="texts")
+
     def run(self, ctx: StageContext, params: OnnxParams) -> list[Artifact]:
+        work = ctx.workdir
+        with _quiet():
+            self._export(ctx, params)
+            built = {"fp32": ONNX_FILE}
+            if {"optimized", "fp16"} & set(params.variants):
+                ctx.source.config.save_pretrained(work)  # optimum's optimizer reads the model type from it
+                if "optimized" in params.variants:
+                    built["optimized"] = self._optimize(work, params, fp16=False)
+                if "fp16" in params.variants:
+                    built["fp16"] = self._optimize(work, params, fp16=True)
+            if "int8" in params.variants:
+                built["int8"] = self._quantize(ctx, params)
+        (work / "config.json").unlink(missing_ok=True)
+        if "fp32" not in params.variants:  # the base graph of the others, not an artifact itself
+            (work / ONNX_FILE).unlink()
+            for extra in work.glob(f"{ONNX_FILE}_data*"):
+                extra.unlink()
+        artifacts = []
+        for variant in params.variants:
+            file = built[variant]
+            files = tuple(sorted(p.name for p in work.glob(f"{file}*")))  # the graph and its external data
+            artifacts.append(Artifact(
+                name=artifact_name(variant), files=files, optional=variant in params.optional,
+                metadata={"file": file, "variant": variant, "opset": params.opset, **_io_names(work / file)}))
+        return artifacts
+
+    def _export(self, ctx: StageContext, params: OnnxParams) -> None:
         from optimum.exporters.onnx import onnx_export_from_model
 
         export_dir = ctx.workdir / "export"
-        # optimum logs progress and its own (non-gating) validation at INFO/WARNING; keep it quiet.
-        logging.getLogger("optimum").setLevel(logging.ERROR)
-        # The tracer's warnings are about exactly what the parity gate checks: don't spam them.
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                onnx_export_from_model(
-                    ctx.source.model,
-                    output=export_dir,
-                    opset=params.opset,
-                    task=ctx.source.task,
-                    do_validation=False,
-                    preprocessors=None,
-                )
+            onnx_export_from_model(ctx.source.model, output=export_dir, opset=params.opset, task=ctx.source.task,
+                                   do_validation=False, preprocessors=None)
         except Exception as e:  # optimum raises bare ValueError/RuntimeError for unsupported models
             raise StageError(self.name, f"export failed: {type(e).__name__}: {e}") from e
-        files = []
         for produced in sorted(export_dir.glob("*.onnx*")):  # model.onnx and its external data
             shutil.move(str(produced), ctx.workdir / produced.name)
-            files.append(produced.name)
         shutil.rmtree(export_dir)
-        if ONNX_FILE not in files:
-            raise StageError(self.name, f"the exporter wrote no {ONNX_FILE} (got {files or 'nothing'})")
-        return [Artifact(name=self.name, files=tuple(files),
-                         metadata={"file": ONNX_FILE, "opset": params.opset, **_io_names(ctx.workdir / ONNX_FILE)})]
+        if not (ctx.workdir / ONNX_FILE).is_file():
+            raise StageError(self.name, f"the exporter wrote no {ONNX_FILE}")
 
-    def runner(self, stage_dir: Path, artifact: Artifact) -> Runner:
-        return ort_runner(stage_dir / artifact.metadata["file"])
+    def _optimize(self, work: Path, params: OnnxParams, fp16: bool) -> str:
+        from optimum.onnxruntime import ORTOptimizer
+        from optimum.onnxruntime.configuration import OptimizationConfig
+
+        suffix = "fp16" if fp16 else "optimized"
+        try:
+            optimizer = ORTOptimizer.from_pretrained(work, file_names=[ONNX_FILE])
+            config = OptimizationConfig(optimization_level=params.optimization.level, fp16=fp16,
+                                        disable_shape_inference=True)
+            optimizer.optimize(config, save_dir=work, file_suffix=suffix)
+        except Exception as e:  # optimum/onnxruntime raise bare errors for unsupported graphs
+            raise StageError(f"{self.name}-{suffix}", f"{type(e).__name__}: {e}") from e
+        (work / "ort_config.json").unlink(missing_ok=True)
+        return VARIANT_FILES["fp16" if fp16 else "optimized"]
+
+    def _quantize(self, ctx: StageContext, params: OnnxParams) -> str:
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+        from optimum.onnxruntime import ORTQuantizer
+        from optimum.onnxruntime.configuration import AutoQuantizationConfig
+
+        work, q = ctx.workdir, params.int8
+        source = work / ONNX_FILE
+        tmp = work / "int8-input"
+        tmp.mkdir()
+        try:
+            if q.preprocess:
+                # symbolic shape inference fails on optimum's BERT graphs; onnx shape inference suffices
+                quant_pre_process(str(source), str(tmp / ONNX_FILE), skip_symbolic_shape=True)
+            else:
+                shutil.copy2(source, tmp / ONNX_FILE)
+            ctx.source.config.save_pretrained(tmp)
+            quantizer = ORTQuantizer.from_pretrained(tmp, file_name=ONNX_FILE)
+            config = AutoQuantizationConfig.avx512_vnni(is_static=False, per_channel=q.per_channel,
+                                                        operators_to_quantize=list(q.operators),
+                                                        nodes_to_exclude=list(q.exclude_nodes))
+            quantizer.quantize(config, save_dir=tmp, file_suffix="quantized")
+            for produced in tmp.glob("model_quantized.onnx*"):
+                shutil.move(str(produced), work / produced.name)
+        except Exception as e:  # onnxruntime's quantizer raises bare errors for graphs it cannot handle
+            raise StageError(f"{self.name}-int8", f"{type(e).__name__}: {e}") from e
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return VARIANT_FILES["int8"]
+
+    def runner(self, stage_dir: Path, artifact: Artifact, threads: int | None = None) -> Runner:
+        return ort_runner(stage_dir / artifact.metadata["file"], threads=threads)
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """The tracer's warnings are about exactly what the parity gate checks, and optimum and
+    onnxruntime log progress at INFO/WARNING: keep the build's output readable."""
+    loggers = [logging.getLogger(n) for n in ("optimum", "onnxruntime", "root")]
+    levels = [lg.level for lg in loggers]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for lg in loggers:
+            lg.setLevel(logging.ERROR)
+        try:
+            yield
+        finally:
+            for lg, level in zip(loggers, levels, strict=True):
+                lg.setLevel(level)
 
 
 def _io_names(path: Path) -> dict[str, list[str]]:

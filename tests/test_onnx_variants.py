@@ -1,0 +1,83 @@
+"""ONNX variants: each builds and is gated in task terms; a failed optional variant is reported, not packaged."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from pipeline import package
+from pipeline.cli import main
+from tests.tiny import write_recipe
+
+ALL = ["fp32", "optimized", "int8", "fp16"]
+
+
+@pytest.mark.parametrize("arch,task", [("bert", "feature-extraction"), ("roberta", "text-classification"),
+                                       ("distilbert", "feature-extraction")])
+def test_every_variant_builds_and_passes_its_gate(tmp_path: Path, checkpoints: dict, arch: str, task: str) -> None:
+    recipe = write_recipe(tmp_path / "r.yaml", checkpoints[(arch, task)], task=task,
+                          targets={"onnx": {"opset": 17, "variants": ALL}})
+    result = CliRunner().invoke(main, ["build", str(recipe), "--out", str(tmp_path / "out"), "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    pkg = Path(data["package_dir"])
+    manifest = json.loads((pkg / package.MANIFEST).read_text())
+    assert set(manifest["artifacts"]) == {"onnx", "onnx-optimized", "onnx-int8", "onnx-fp16"}
+    for name, file in [("onnx", "model.onnx"), ("onnx-optimized", "model_optimized.onnx"),
+                       ("onnx-int8", "model_quantized.onnx"), ("onnx-fp16", "model_fp16.onnx")]:
+        assert (pkg / "onnx" / file).is_file()
+        assert manifest["artifacts"][name]["files"] == [f"onnx/{file}"]
+    report = data["parity"]["artifacts"]
+    int8_gate = report["onnx-int8"]["gate"]
+    if task == "feature-extraction":  # lossy variants are gated in task terms, on the real texts
+        assert int8_gate["min_pooled_cosine"] == 0.99 and int8_gate["atol"] is None
+    else:
+        assert int8_gate["min_argmax_agreement"] == 1.0 and int8_gate["atol"] == 0.1
+    assert int8_gate["batches"] == "texts" and report["onnx"]["gate"]["batches"] == "all"
+    int8_rows = [o for b in report["onnx-int8"]["batches"] for o in b["outputs"]]
+    assert [o["gated"] for o in int8_rows] == [b["batch"] == "texts" for b in report["onnx-int8"]["batches"]]
+    graph = __import__("onnx").load(str(pkg / "onnx" / "model_quantized.onnx"))
+    assert any(n.op_type in ("MatMulInteger", "DynamicQuantizeMatMul") for n in graph.graph.node)
+
+
+def test_a_lossy_variant_with_an_impossible_gate_fails_the_build(tmp_path: Path, checkpoints: dict) -> None:
+    recipe = write_recipe(tmp_path / "r.yaml", checkpoints[("bert", "feature-extraction")],
+                          targets={"onnx": {"opset": 17, "variants": ["fp32", "int8"]}},
+                          validation={"texts": ["a man is eating food.", "hi"], "shapes": [[1, 5]],
+                                      "gates": {"onnx-int8": {"min_pooled_cosine": 1.0, "atol": 1e-9}}})
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["build", str(recipe), "--out", str(out)])
+    assert result.exit_code == 1, result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: parity: onnx-int8: ")]
+    assert any("pooled-embedding cosine" in e and "< 1.0" in e for e in errors), result.stderr
+    assert any("> atol 1e-09" in e for e in errors)
+    assert all("(texts)" in e for e in errors)  # gated on the real texts only
+    assert not (out / "tiny" / "package").exists()
+
+
+def test_a_failed_optional_variant_is_reported_and_left_out(tmp_path: Path, checkpoints: dict) -> None:
+    recipe = write_recipe(tmp_path / "r.yaml", checkpoints[("bert", "feature-extraction")],
+                          targets={"onnx": {"opset": 17, "variants": ["fp32", "int8"], "optional": ["int8"]}},
+                          validation={"texts": ["a man is eating food.", "hi"], "shapes": [[1, 5]],
+                                      "gates": {"onnx-int8": {"atol": 1e-9}}})
+    result = CliRunner().invoke(main, ["build", str(recipe), "--out", str(tmp_path / "out"), "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["failures"] == [] and data["warnings"]
+    assert all(w.startswith("onnx-int8: output ") and w.endswith("(optional: not packaged)")
+               for w in data["warnings"])
+    manifest = json.loads((Path(data["package_dir"]) / package.MANIFEST).read_text())
+    assert set(manifest["artifacts"]) == {"onnx"}
+    assert not (Path(data["package_dir"]) / "onnx" / "model_quantized.onnx").exists()
+    assert data["parity"]["artifacts"]["onnx-int8"]["passed"] is False
+
+
+def test_variant_names_are_checked(tmp_path: Path) -> None:
+    recipe = write_recipe(tmp_path / "r.yaml", tmp_path, targets={"onnx": {"variants": ["fp32", "int4"]}})
+    result = CliRunner().invoke(main, ["validate", str(recipe)])
+    assert result.exit_code == 2
+    assert ("targets.onnx.variants.1: input should be 'fp32', 'optimized', 'int8' or 'fp16' (got 'int4')"
+            in result.stderr)
