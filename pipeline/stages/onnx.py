@@ -23,7 +23,7 @@ import shutil
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
@@ -149,27 +149,12 @@ class OnnxExport(Stage[OnnxParams]):
         return VARIANT_FILES["fp16" if fp16 else "optimized"]
 
     def _quantize(self, ctx: StageContext, params: OnnxParams) -> str:
-        from onnxruntime.quantization.shape_inference import quant_pre_process
-        from optimum.onnxruntime import ORTQuantizer
-        from optimum.onnxruntime.configuration import AutoQuantizationConfig
-
-        work, q = ctx.workdir, params.int8
-        source = work / ONNX_FILE
+        work = ctx.workdir
         tmp = work / "int8-input"
-        tmp.mkdir()
         try:
-            if q.preprocess:
-                # symbolic shape inference fails on optimum's BERT graphs; onnx shape inference suffices
-                quant_pre_process(str(source), str(tmp / ONNX_FILE), skip_symbolic_shape=True)
-            else:
-                shutil.copy2(source, tmp / ONNX_FILE)
-            ctx.source.config.save_pretrained(tmp)
-            quantizer = ORTQuantizer.from_pretrained(tmp, file_name=ONNX_FILE)
-            config = AutoQuantizationConfig.avx512_vnni(is_static=False, per_channel=q.per_channel,
-                                                        operators_to_quantize=list(q.operators),
-                                                        nodes_to_exclude=list(q.exclude_nodes))
-            quantizer.quantize(config, save_dir=tmp, file_suffix="quantized")
-            for produced in tmp.glob("model_quantized.onnx*"):
+            prepare_int8_input(work / ONNX_FILE, tmp, ctx.source.config, params.int8)
+            quantize_int8(tmp, params.int8, nodes_to_exclude=list(params.int8.exclude_nodes))
+            for produced in tmp.glob(f"{VARIANT_FILES['int8']}*"):
                 shutil.move(str(produced), work / produced.name)
         except Exception as e:  # onnxruntime's quantizer raises bare errors for graphs it cannot handle
             raise StageError(f"{self.name}-int8", f"{type(e).__name__}: {e}") from e
@@ -179,6 +164,40 @@ class OnnxExport(Stage[OnnxParams]):
 
     def runner(self, stage_dir: Path, artifact: Artifact, threads: int | None = None) -> Runner:
         return ort_runner(stage_dir / artifact.metadata["file"], threads=threads)
+
+
+def prepare_int8_input(source: Path, folder: Path, config: Any, params: Int8Params) -> None:
+    """``folder``/model.onnx (pre-processed if asked) and the config optimum's quantizer reads."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    folder.mkdir(parents=True, exist_ok=True)
+    if params.preprocess:
+        # symbolic shape inference fails on optimum's BERT graphs; onnx shape inference suffices
+        quant_pre_process(str(source), str(folder / ONNX_FILE), skip_symbolic_shape=True)
+    else:
+        shutil.copy2(source, folder / ONNX_FILE)
+    config.save_pretrained(folder)
+
+
+def quantize_int8(folder: Path, params: Int8Params, *, nodes_to_quantize: list[str] | None = None,
+                  nodes_to_exclude: list[str] | None = None) -> Path:
+    """Dynamic int8 quantization of ``folder``/model.onnx by optimum's ``ORTQuantizer`` (AVX512-VNNI
+    settings: int8 symmetric weights, uint8 activations); writes ``model_quantized.onnx`` there.
+
+    The one code path for the int8 variant and for benchmarks/int8_sensitivity.py, so the nodes
+    that script picks behave the same in the build.
+    """
+    from optimum.onnxruntime import ORTQuantizer
+    from optimum.onnxruntime.configuration import AutoQuantizationConfig
+
+    with _quiet():
+        quantizer = ORTQuantizer.from_pretrained(folder, file_name=ONNX_FILE)
+        config = AutoQuantizationConfig.avx512_vnni(is_static=False, per_channel=params.per_channel,
+                                                    operators_to_quantize=list(params.operators),
+                                                    nodes_to_quantize=nodes_to_quantize,
+                                                    nodes_to_exclude=nodes_to_exclude)
+        quantizer.quantize(config, save_dir=folder, file_suffix="quantized")
+    return folder / VARIANT_FILES["int8"]
 
 
 @contextlib.contextmanager
