@@ -53,6 +53,7 @@ class BuildResult:
     timings: dict[str, float] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    recommended: str | None = None  # the fastest passing artifact, when the build ran the benchmark
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -154,6 +155,11 @@ def build(recipe: Recipe, out: Path, *, on_event: Events | None = None) -> Build
     for warning in warnings:
         emit("parity", warning)
     package_dir = None
+    bench_report = None
+    if not failures and recipe.bench.on_build:
+        from pipeline import bench as bench_mod
+
+        bench_report = bench_mod.run(build_dir, loaded, recipe.bench.settings(), on_event=emit)
     if not failures:
         emit("package", "writing the package")
         t = time.perf_counter()
@@ -164,11 +170,34 @@ def build(recipe: Recipe, out: Path, *, on_event: Events | None = None) -> Build
     timings["total"] = time.perf_counter() - started
     result = BuildResult(name=recipe.name, build_dir=build_dir, package_dir=package_dir, passed=not failures,
                          stages=runs, parity=parity_json, timings={k: round(v, 3) for k, v in timings.items()},
-                         failures=failures, warnings=warnings)
+                         failures=failures, warnings=warnings,
+                         recommended=bench_report["recommended"] if bench_report else None)
     write_json(build_dir / "build.json", result.to_json())
     if failures:
         raise ParityError(failures, parity_json)
     return result
+
+
+def bench(recipe: Recipe, out: Path, *, settings: Any = None, on_event: Events | None = None) -> dict[str, Any]:
+    """Benchmark an existing build of ``recipe`` (eager and every artifact that passed its gate).
+
+    ``settings`` (a :class:`pipeline.bench.BenchSettings`) defaults to the recipe's ``bench`` section.
+    Writes ``bench.json`` and ``bench.png`` into the build folder and returns the report.
+
+    Raises:
+        SourceError: the source cannot be loaded (eager is measured too).
+        PipelineError: there is no completed build to measure.
+    """
+    from pipeline import bench as bench_mod
+
+    emit = on_event or (lambda step, message: None)
+    build_dir = out / recipe.name
+    if not (build_dir / "parity.json").is_file():
+        raise PipelineError(f"{build_dir}: no build to measure (run `convert build {recipe.path or recipe.name}` "
+                            "first)")
+    emit("source", f"loading {recipe.source.describe()}")
+    loaded = source_mod.load(recipe, source_mod.resolve(recipe))
+    return bench_mod.run(build_dir, loaded, settings or recipe.bench.settings(), on_event=emit)
 
 
 def _stage_record(name: str, version: int, params: dict[str, Any], fingerprint: str,

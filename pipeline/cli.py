@@ -104,6 +104,33 @@ def build(recipe: Path, out: Path, as_json: bool) -> None:
 
 @main.command()
 @click.argument("recipe", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("artifacts"),
+              show_default=True, help="Folder holding <out>/<recipe name>/.")
+@click.option("--runs", type=click.IntRange(1), help="Timed runs per artifact and shape (default: the recipe's).")
+@click.option("--threads", type=click.IntRange(1), help="Intra-op threads (default: the recipe's).")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON on stdout.")
+@debug_option
+def bench(recipe: Path, out: Path, runs: int | None, threads: int | None, as_json: bool) -> None:
+    """Measure eager PyTorch and every passing artifact of an existing build of RECIPE."""
+    import dataclasses
+
+    from pipeline import build as build_mod
+    from pipeline import recipe as recipe_mod
+    from pipeline.report import print_bench, progress
+
+    loaded = recipe_mod.load(recipe)
+    settings = loaded.bench.settings()
+    settings = dataclasses.replace(settings, **{k: v for k, v in (("runs", runs), ("threads", threads)) if v})
+    with progress(enabled=not as_json) as on_event:
+        report = build_mod.bench(loaded, out, settings=settings, on_event=on_event)
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    else:
+        print_bench(report)
+
+
+@main.command()
+@click.argument("recipe", type=click.Path(path_type=Path))
 @debug_option
 def validate(recipe: Path) -> None:
     """Check RECIPE against the schema and optimum's task registry (loads no model)."""

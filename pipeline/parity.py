@@ -58,19 +58,21 @@ def golden_batches(texts: Sequence[str], shapes: Sequence[tuple[int, int]], toke
         wanted.append((EXPORT_SHAPE[0] + 1, EXPORT_SHAPE[1] + 7))  # never only the export shape
     for b, s in wanted:
         s = min(s, limit)
-        batches.append(GoldenBatch(f"synthetic_{b}x{s}", _synthetic(tokenizer, names, b, s, rng)))
+        batches.append(GoldenBatch(f"synthetic_{b}x{s}", synthetic_batch(tokenizer, names, b, s, rng)))
     return batches
 
 
-def _synthetic(tokenizer: Any, names: set[str], batch: int, seq: int,
-               rng: np.random.Generator) -> dict[str, np.ndarray]:
+def synthetic_batch(tokenizer: Any, names: set[str], batch: int, seq: int, rng: np.random.Generator,
+                    lengths: Sequence[int] | None = None) -> dict[str, np.ndarray]:
+    """Random ordinary tokens framed by the special tokens, rows of ``lengths`` real tokens (by
+    default the first row full and the others shorter and shorter), padded to ``seq``."""
     special = set(tokenizer.all_special_ids)
     ordinary = np.array([i for i in range(len(tokenizer)) if i not in special], dtype=np.int64)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     ids = np.full((batch, seq), pad, dtype=np.int64)
     mask = np.zeros((batch, seq), dtype=np.int64)
-    # the first row is full length; the others shrink, so every batch of 2+ rows has padding
-    lengths = [seq] + [max(1, int(seq * (batch - i) / (batch + 1))) for i in range(1, batch)]
+    if lengths is None:  # the first row is full length; the others shrink, so 2+ rows have padding
+        lengths = [seq] + [max(1, int(seq * (batch - i) / (batch + 1))) for i in range(1, batch)]
     for row, n in enumerate(lengths):
         ids[row, :n] = rng.choice(ordinary, size=n)
         if n >= 2 and tokenizer.cls_token_id is not None and tokenizer.sep_token_id is not None:

@@ -108,6 +108,24 @@ class Validation(Strict):
     seed: int = Field(default=0, ge=0, description="seed of the synthetic inputs")
 
 
+class Bench(Strict):
+    shapes: list[Shape] = Field(default=[(1, 128), (8, 128)], min_length=1,
+                                description="[batch, sequence] shapes to time; the first is the primary shape "
+                                            "the recommended artifact is chosen at")
+    padding: float = Field(default=0.0, ge=0, lt=1,
+                           description="share of padding tokens in every row but the first")
+    threads: int = Field(default=2, ge=1, le=256, description="intra-op threads for every runtime")
+    warmup: int = Field(default=3, ge=0, le=1000)
+    runs: int = Field(default=10, ge=1, le=100000)
+    on_build: bool = Field(default=False, description="run the benchmark as part of `convert build`")
+
+    def settings(self) -> Any:
+        from pipeline.bench import BenchSettings
+
+        return BenchSettings(shapes=tuple(tuple(s) for s in self.shapes), padding=self.padding,  # type: ignore[misc]
+                             threads=self.threads, warmup=self.warmup, runs=self.runs)
+
+
 class Publish(Strict):
     repo: str = Field(pattern=HUB_ID, description="Hub repo id to push to")
     tag: str | None = Field(default=None, pattern=TAG)
@@ -123,6 +141,7 @@ class Recipe(Strict):
     task: str = Field(description="an optimum task name, e.g. feature-extraction")
     targets: BaseModel
     validation: Validation = Field(default_factory=Validation)
+    bench: Bench = Field(default_factory=Bench)
     publish: Publish | None = None
 
     _path: Path | None = PrivateAttr(default=None)

@@ -54,3 +54,20 @@ def print_parity(report: dict[str, Any]) -> None:
         if not artifact["batches"]:
             table.add_row(name, *["-"] * (len(columns) - 2), "[red]FAIL[/red]")
     Console(width=140).print(table)
+
+
+def print_bench(report: dict[str, Any]) -> None:
+    """p50/p90, speed-up over eager, throughput, GFLOP/s, memory and size per artifact and shape."""
+    settings = report["settings"]
+    table = Table(title=f"benchmark ({settings['threads']} threads, {settings['runs']} runs, "
+                        f"padding {settings['padding']:.0%})", title_justify="left")
+    for column in ("artifact", "shape", "p50 ms", "p90 ms", "× eager", "seq/s", "GFLOP/s", "peak +MB", "file MB"):
+        table.add_column(column, justify="left" if column in ("artifact", "shape") else "right")
+    for r in report["results"]:
+        star = " ★" if r["artifact"] == report["recommended"] else ""
+        table.add_row(r["artifact"] + star, "x".join(map(str, r["shape"])), f"{r['p50_ms']:.1f}",
+                      f"{r['p90_ms']:.1f}", f"{r['speedup_vs_eager']:.2f}", f"{r['throughput']:.1f}",
+                      f"{r['gflops']:.1f}", _fmt(r["peak_extra_mb"], ".0f"), f"{r['file_mb']:.1f}")
+    Console(width=140).print(table)
+    shape = "x".join(map(str, report["primary_shape"]))
+    Console().print(f"recommended at {shape}: {report['recommended'] or 'none (no artifact passed)'}")
