@@ -77,18 +77,26 @@ def main() -> None:
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("artifacts"),
               show_default=True, help="Folder that receives <out>/<recipe name>/.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+@click.option("--force", is_flag=True, help="Rebuild every step, reusing nothing.")
+@click.option("--force-stage", "force_stages", multiple=True, metavar="NAME",
+              help="Rebuild this target's stage even if its fingerprint matches (repeatable).")
 @debug_option
-def build(recipe: Path, out: Path, as_json: bool) -> None:
-    """Build, gate and package every target of RECIPE."""
+def build(recipe: Path, out: Path, as_json: bool, force: bool, force_stages: tuple[str, ...]) -> None:
+    """Build, gate and package every target of RECIPE, reusing every unchanged step."""
     from pipeline import build as build_mod
     from pipeline import recipe as recipe_mod
     from pipeline.errors import ParityError
     from pipeline.report import print_parity, progress
 
     loaded = recipe_mod.load(recipe)
+    unknown = sorted(set(force_stages) - set(loaded.target_params()))
+    if unknown:
+        raise click.BadParameter(f"{', '.join(unknown)} (this recipe builds: {', '.join(loaded.target_params())})",
+                                 param_hint="--force-stage")
+    options = build_mod.Options(force=force, force_stages=frozenset(force_stages))
     with progress(enabled=not as_json) as on_event:
         try:
-            result = build_mod.build(loaded, out, on_event=on_event)
+            result = build_mod.build(loaded, out, on_event=on_event, options=options)
         except ParityError as e:
             if as_json:
                 click.echo(json.dumps({"passed": False, "failures": e.failures, "parity": e.report}, indent=2))
@@ -99,7 +107,8 @@ def build(recipe: Path, out: Path, as_json: bool) -> None:
         click.echo(json.dumps(result.to_json(), indent=2))
         return
     print_parity(result.parity)
-    click.echo(f"package: {result.package_dir}  ({result.timings['total']:.1f} s)")
+    reused = f"; reused: {', '.join(result.reused)}" if result.reused else ""
+    click.echo(f"package: {result.package_dir}  ({result.timings['total']:.1f} s{reused})")
 
 
 @main.command()

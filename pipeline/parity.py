@@ -139,6 +139,13 @@ class ArtifactParity:
     def to_json(self) -> dict[str, Any]:
         return {"passed": self.passed, **asdict(self)}
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ArtifactParity:
+        batches = [BatchCheck(b["batch"], b["shape"], b["padded_tokens"], [OutputCheck(**o) for o in b["outputs"]])
+                   for b in data["batches"]]
+        return cls(artifact=data["artifact"], gate=data["gate"], compared=data["compared"], batches=batches,
+                   failures=data["failures"])
+
 
 def mean_pool(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Mean of the token embeddings over real tokens, as sentence-transformers pools."""

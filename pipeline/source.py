@@ -135,9 +135,11 @@ def _download(recipe: Recipe, repo_id: str, revision: str) -> Path:
 def check(recipe: Recipe, resolved: ResolvedSource) -> dict[str, Any]:
     """Refuse unsafe or unusable checkpoints before anything is loaded; returns config.json.
 
+    Reads files only (no torch, transformers or optimum), so every build runs it, even one that
+    reuses all its outputs; the task is checked against optimum's registry by :func:`load`.
+
     Raises:
         SourceError: no config, remote code, pickle-only or no weights.
-        UnsupportedModelError: the task is not exportable for this model type.
     """
     folder = resolved.folder
     loc = ("source", {"hub": "model", "folder": "path", "package": "package"}[resolved.kind])
@@ -161,7 +163,6 @@ def check(recipe: Recipe, resolved: ResolvedSource) -> dict[str, Any]:
                 loc, f"{folder} has only pickle weights ({', '.join(pickles)}); pickles can run code when "
                      "loaded, so only safetensors are accepted: convert them with safetensors first")))
         raise SourceError(str(recipe.problem(loc, f"{folder} has no model.safetensors")))
-    check_task(recipe, model_type=config["model_type"])
     return config
 
 
@@ -169,10 +170,13 @@ def load(recipe: Recipe, resolved: ResolvedSource) -> LoadedSource:
     """Check, then load the model for the recipe's task and its tokenizer, in eval mode.
 
     Raises:
-        SourceError, UnsupportedModelError: see :func:`check`; also a missing tokenizer or weights
-            that do not match the config.
+        SourceError: see :func:`check`; also a missing tokenizer or weights that do not match the
+            config.
+        RecipeError: the task is not one optimum knows.
+        UnsupportedModelError: the task is not exportable for this model type.
     """
     config_json = check(recipe, resolved)
+    check_task(recipe, model_type=config_json["model_type"])
     import torch  # noqa: F401  (imported before transformers so its import cost shows where it belongs)
     from optimum.exporters.tasks import TasksManager
     from transformers import AutoConfig, AutoTokenizer

@@ -1,0 +1,143 @@
+"""Incremental builds: each step reruns exactly when its inputs change, and never trusts a half-written output."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from pipeline.cli import main
+from tests.tiny import write_recipe
+
+BASE = {"targets": {"onnx": {"opset": 17, "variants": ["fp32", "int8"]}},
+        "validation": {"texts": ["a man is eating food.", "hi"], "shapes": [[1, 5], [3, 24]]}}
+
+
+def _build(recipe: Path, out: Path, *extra: str) -> dict:
+    result = CliRunner().invoke(main, ["build", str(recipe), "--out", str(out), "--json", *extra])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def _steps(data: dict) -> dict[str, str]:
+    """What each step did: 'reused' or 'ran'."""
+    reused = set(data["reused"])
+    steps = {"golden": "golden", "onnx": "onnx", "parity:onnx": "parity:onnx",
+             "parity:onnx-int8": "parity:onnx-int8", "package": "package"}
+    return {k: "reused" if v in reused else "ran" for k, v in steps.items()}
+
+
+ALL_REUSED = {"golden": "reused", "onnx": "reused", "parity:onnx": "reused", "parity:onnx-int8": "reused",
+              "package": "reused"}
+
+# (id, recipe edit, what reruns)
+EDITS = [
+    ("nothing", {}, ALL_REUSED),
+    ("one tolerance", {"validation": {**BASE["validation"], "gates": {"onnx": {"atol": 1e-3}}}},
+     {**ALL_REUSED, "parity:onnx": "ran", "package": "ran"}),
+    ("the opset", {"targets": {"onnx": {**BASE["targets"]["onnx"], "opset": 18}}},
+     {**ALL_REUSED, "onnx": "ran", "parity:onnx": "ran", "parity:onnx-int8": "ran", "package": "ran"}),
+    ("the int8 settings", {"targets": {"onnx": {**BASE["targets"]["onnx"], "int8": {"per_channel": False}}}},
+     {**ALL_REUSED, "onnx": "ran", "parity:onnx-int8": "ran", "package": "ran"}),  # fp32 graph bytes unchanged
+    ("the texts", {"validation": {**BASE["validation"], "texts": ["a girl is carrying a baby", "hi"]}},
+     {**ALL_REUSED, "golden": "ran", "parity:onnx": "ran", "parity:onnx-int8": "ran", "package": "ran"}),
+    ("the publish repo", {"publish": {"repo": "org/other"}}, {**ALL_REUSED, "package": "ran"}),
+]
+
+
+@pytest.fixture
+def first_build(tmp_path: Path, checkpoints: dict) -> tuple[Path, Path, Path]:
+    folder = tmp_path / "model"
+    shutil.copytree(checkpoints[("bert", "feature-extraction")], folder)
+    recipe = write_recipe(tmp_path / "r.yaml", folder, **BASE)
+    out = tmp_path / "out"
+    data = _build(recipe, out)
+    assert data["reused"] == []
+    return recipe, out, folder
+
+
+@pytest.mark.parametrize("edit,expected", [e[1:] for e in EDITS], ids=[e[0] for e in EDITS])
+def test_a_recipe_edit_reruns_exactly_what_depends_on_it(first_build: tuple[Path, Path, Path], edit: dict,
+                                                         expected: dict) -> None:
+    recipe, out, folder = first_build
+    write_recipe(recipe, folder, **{**BASE, **edit})
+    data = _build(recipe, out)
+    assert _steps(data) == expected
+    stage = next(s for s in data["stages"] if s["stage"] == "onnx")
+    assert stage["status"] == ("reused" if expected["onnx"] == "reused" else "built")
+    manifest = json.loads((out / "tiny" / "package" / "manifest.json").read_text())
+    assert manifest["recipe"]["validation"]["texts"] == (edit.get("validation") or BASE["validation"])["texts"]
+
+
+def test_changed_source_weights_rebuild_everything(first_build: tuple[Path, Path, Path]) -> None:
+    recipe, out, folder = first_build
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(folder / "model.safetensors")
+    key = next(iter(weights))
+    weights[key] = weights[key] + 0.01
+    save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
+    data = _build(recipe, out)
+    assert _steps(data) == {k: "ran" for k in ALL_REUSED}
+
+
+def test_a_tampered_stage_output_is_rebuilt_not_trusted(first_build: tuple[Path, Path, Path]) -> None:
+    recipe, out, _ = first_build
+    graph = out / "tiny" / "stages" / "onnx" / "model.onnx"
+    graph.write_bytes(graph.read_bytes()[:-10] + b"0123456789")
+    data = _build(recipe, out)
+    stage = next(s for s in data["stages"] if s["stage"] == "onnx")
+    assert stage["status"] == "built" and stage["reason"] == "model.onnx changed on disk since it was built"
+
+
+def test_force_and_force_stage(first_build: tuple[Path, Path, Path]) -> None:
+    recipe, out, _ = first_build
+    data = _build(recipe, out, "--force-stage", "onnx")
+    assert next(s for s in data["stages"] if s["stage"] == "onnx")["reason"] == "forced"
+    assert "golden" in data["reused"]
+    assert _build(recipe, out, "--force")["reused"] == []
+    result = CliRunner().invoke(main, ["build", str(recipe), "--out", str(out), "--force-stage", "tflite"])
+    assert result.exit_code == 2 and "tflite (this recipe builds: onnx)" in result.stderr
+
+
+def test_a_killed_build_leaves_nothing_a_rerun_trusts(first_build: tuple[Path, Path, Path]) -> None:
+    recipe, out, folder = first_build
+    stages = out / "tiny" / "stages"
+    # what a build killed mid-stage leaves: a temporary folder, never a renamed one
+    half = stages / ".onnx.tmp-killed"
+    half.mkdir()
+    (half / "model.onnx").write_bytes(b"half a graph")
+    # and a stage folder from an older build with its record missing
+    shutil.rmtree(stages / "onnx")
+    (stages / "onnx").mkdir()
+    (stages / "onnx" / "model.onnx").write_bytes(b"not a finished output")
+    data = _build(recipe, out)
+    stage = next(s for s in data["stages"] if s["stage"] == "onnx")
+    assert stage["status"] == "built" and stage["reason"] == "no finished output yet"
+    assert not half.exists()
+    assert (stages / "onnx" / "model.onnx").stat().st_size > 1000
+
+
+def test_a_second_build_of_the_same_recipe_waits_for_the_first(first_build: tuple[Path, Path, Path]) -> None:
+    import fcntl
+
+    recipe, out, _ = first_build
+    lock = (out / "tiny" / ".lock").open("a+")
+    fcntl.flock(lock, fcntl.LOCK_EX)  # a build in progress
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "build", str(recipe), "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(3)
+        assert proc.poll() is None, proc.communicate()  # still waiting
+    finally:
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        lock.close()
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr
+    assert "waiting for the build running in" in stderr
