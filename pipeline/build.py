@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline import __version__, package, parity
+from pipeline import __version__, package, parity, settings
 from pipeline import source as source_mod
 from pipeline.atomic import atomic_dir, write_json
 from pipeline.errors import ParityError, PipelineError, StageError
@@ -112,6 +112,11 @@ class _Source:
         self.emit("source", f"loading {self.resolved.folder.name} for {self.recipe.task}")
         t = time.perf_counter()
         loaded = source_mod.load(self.recipe, self.resolved)
+        threads = settings.threads()
+        if threads:
+            import torch
+
+            torch.set_num_threads(threads)
         self.seconds = time.perf_counter() - t
         return loaded
 

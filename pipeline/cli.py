@@ -73,16 +73,60 @@ def main() -> None:
 
 
 @main.command()
-@click.argument("recipe", type=click.Path(path_type=Path))
+@click.argument("recipes", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("artifacts"),
               show_default=True, help="Folder that receives <out>/<recipe name>/.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 @click.option("--force", is_flag=True, help="Rebuild every step, reusing nothing.")
 @click.option("--force-stage", "force_stages", multiple=True, metavar="NAME",
               help="Rebuild this target's stage even if its fingerprint matches (repeatable).")
+@click.option("--jobs", "-j", type=click.IntRange(1), default=1, show_default=True,
+              help="Recipes built at once (several recipes); each gets cores/jobs threads.")
+@click.option("--keep-going", is_flag=True, help="With several recipes, go on after one fails.")
 @debug_option
-def build(recipe: Path, out: Path, as_json: bool, force: bool, force_stages: tuple[str, ...]) -> None:
-    """Build, gate and package every target of RECIPE, reusing every unchanged step."""
+def build(recipes: tuple[Path, ...], out: Path, as_json: bool, force: bool, force_stages: tuple[str, ...],
+          jobs: int, keep_going: bool) -> None:
+    """Build, gate and package every target of RECIPE(S), reusing every unchanged step.
+
+    RECIPES are recipe files or folders of them; with more than one recipe, each builds in its own
+    process, --jobs at a time, and a summary table ends the run.
+    """
+    from pipeline import multi
+
+    paths = multi.find_recipes(recipes)
+    if len(paths) != 1 or recipes[0].is_dir():
+        extra = [*(["--force"] if force else []), *(a for name in force_stages for a in ("--force-stage", name))]
+        _build_many(paths, out, jobs=jobs, keep_going=keep_going, extra=extra, as_json=as_json)
+        return
+    _build_one(paths[0], out, as_json=as_json, force=force, force_stages=force_stages)
+
+
+def _build_many(paths: list[Path], out: Path, *, jobs: int, keep_going: bool, extra: list[str],
+                as_json: bool) -> None:
+    from pipeline import multi
+    from pipeline.errors import PipelineError
+    from pipeline.report import print_summary
+
+    if not paths:
+        raise click.BadParameter("no *.yaml recipes there", param_hint="RECIPES")
+
+    def done(result: multi.JobResult) -> None:
+        if not as_json:
+            click.echo(f"{result.status:8} {result.recipe} ({result.seconds:.1f} s)"
+                       + (f": {result.error}" if result.error else ""), err=True)
+
+    results = multi.build_many(paths, out, jobs=jobs, keep_going=keep_going, extra_args=extra, on_done=done)
+    if as_json:
+        click.echo(json.dumps(multi.summary_rows(results), indent=2))
+    else:
+        print_summary(results)
+    failed = [r for r in results if r.status == "failed"]
+    if failed:
+        raise PipelineError(f"{len(failed)} of {len(results)} recipes failed: "
+                            + ", ".join(Path(r.recipe).name for r in failed))
+
+
+def _build_one(recipe: Path, out: Path, *, as_json: bool, force: bool, force_stages: tuple[str, ...]) -> None:
     from pipeline import build as build_mod
     from pipeline import recipe as recipe_mod
     from pipeline.errors import ParityError
@@ -149,6 +193,28 @@ def validate(recipe: Path) -> None:
     recipe_mod.check_task(loaded)
     targets = ", ".join(loaded.target_params())
     click.echo(f"{recipe}: ok ({loaded.name}: {loaded.task}; targets: {targets})")
+
+
+@main.command()
+@click.argument("recipes", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--changed-since", metavar="GIT_REF", help="Only recipes whose file, local source or the tool "
+              "changed since this git revision.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "github-matrix"]), default="table",
+              show_default=True)
+@debug_option
+def plan(recipes: tuple[Path, ...], changed_since: str | None, fmt: str) -> None:
+    """List the recipes to (re)build; as a GitHub Actions matrix with --format github-matrix."""
+    from pipeline import multi
+
+    entries = multi.plan(recipes, changed_since=changed_since)
+    if fmt == "github-matrix":
+        click.echo(json.dumps(multi.github_matrix(entries), separators=(",", ":")))
+    elif fmt == "json":
+        click.echo(json.dumps(entries, indent=2))
+    else:
+        for e in entries:
+            click.echo(f"{e['name']:32} {e['recipe']:48} {e['reason']}")
+        click.echo(f"{len(entries)} recipe(s) to build", err=True)
 
 
 @main.command()

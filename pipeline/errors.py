@@ -51,6 +51,12 @@ class Problem:
         return f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
 
 
+class InputError(PipelineError):
+    """A command-line input other than a recipe is wrong (a git revision, a folder)."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
 class RecipeError(PipelineError):
     """The recipe file is unreadable, not YAML, or does not match the schema."""
 

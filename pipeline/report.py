@@ -71,3 +71,17 @@ def print_bench(report: dict[str, Any]) -> None:
     Console(width=140).print(table)
     shape = "x".join(map(str, report["primary_shape"]))
     Console().print(f"recommended at {shape}: {report['recommended'] or 'none (no artifact passed)'}")
+
+
+def print_summary(results: Any) -> None:
+    """One row per recipe of a multi-recipe build."""
+    table = Table(title="builds", title_justify="left")
+    for column in ("recipe", "status", "seconds", "reused", "pushed", "error"):
+        table.add_column(column, justify="right" if column == "seconds" else "left")
+    colors = {"built": "green", "reused": "cyan", "failed": "red", "skipped": "yellow"}
+    for r in results:
+        table.add_row(r.recipe, f"[{colors.get(r.status, 'white')}]{r.status}[/]", f"{r.seconds:.1f}",
+                      str(len(r.reused)), "yes" if r.pushed else "-", r.error or "")
+    Console(width=160).print(table)
+    counts = {s: sum(1 for r in results if r.status == s) for s in ("built", "reused", "failed", "skipped")}
+    Console().print(", ".join(f"{n} {s}" for s, n in counts.items() if n))

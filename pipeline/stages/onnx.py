@@ -234,8 +234,11 @@ def ort_runner(path: Path, threads: int | None = None) -> Runner:
     import numpy as np
     import onnxruntime as ort
 
+    from pipeline.settings import threads as configured_threads
+
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    threads = threads or configured_threads()
     if threads:
         options.intra_op_num_threads = threads
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
