@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import re
 import types
 import typing
 from collections.abc import Iterable, Sequence
@@ -65,6 +66,14 @@ class Source(Strict):
     package: str | None = Field(default=None, pattern=PY_MODULE,
                                 description="importable package that ships the checkpoint")
     subfolder: str = Field(default="", description="folder inside `package` holding the checkpoint")
+    allow_pickle: bool = Field(default=False, description="accept pickle weights (pytorch_model.bin) when there "
+                               "are no safetensors; they are loaded with torch.load(weights_only=True)")
+    trust_remote_code: bool = Field(default=False, description="run the checkpoint's own modeling code "
+                                    "(auto_map); refused unless set")
+    allow_floating_revision: bool = Field(default=False, description="allow publishing a build whose Hub "
+                                          "revision is a branch or tag rather than a commit sha")
+    max_memory_mb: int | None = Field(default=None, ge=1, description="refuse checkpoints whose build would "
+                                      "need more memory than this (estimated as 3x the weights + 600 MB)")
 
     @model_validator(mode="after")
     def _one_kind(self) -> Source:
@@ -80,6 +89,11 @@ class Source(Strict):
         if self.subfolder and self.package is None:
             raise ValueError("subfolder only applies to package")
         return self
+
+    @property
+    def pinned(self) -> bool:
+        """True unless this is a Hub source whose revision is not a full commit sha."""
+        return self.model is None or bool(re.fullmatch(r"[0-9a-f]{40}", self.revision or ""))
 
     def describe(self) -> str:
         if self.model is not None:

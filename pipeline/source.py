@@ -119,7 +119,9 @@ def _download(recipe: Recipe, repo_id: str, revision: str) -> Path:
     )
 
     try:
-        return Path(snapshot_download(repo_id, revision=revision, allow_patterns=HUB_PATTERNS))
+        patterns = [*HUB_PATTERNS, *(["*.bin"] if recipe.source.allow_pickle else []),
+                    *(["*.py"] if recipe.source.trust_remote_code else [])]
+        return Path(snapshot_download(repo_id, revision=revision, allow_patterns=patterns))
     except RevisionNotFoundError:
         raise SourceError(str(recipe.problem(("source", "revision"),
                                              f"{repo_id} has no revision {revision!r}"))) from None
@@ -139,9 +141,11 @@ def check(recipe: Recipe, resolved: ResolvedSource) -> dict[str, Any]:
     reuses all its outputs; the task is checked against optimum's registry by :func:`load`.
 
     Raises:
-        SourceError: no config, remote code, pickle-only or no weights.
+        SourceError: no config; remote code or pickle-only weights the recipe did not allow; no
+            weights; a truncated or corrupt safetensors file; weights over the memory budget.
     """
     folder = resolved.folder
+    src = recipe.source
     loc = ("source", {"hub": "model", "folder": "path", "package": "package"}[resolved.kind])
     config_path = folder / "config.json"
     if not config_path.is_file():
@@ -152,18 +156,73 @@ def check(recipe: Recipe, resolved: ResolvedSource) -> dict[str, Any]:
         raise SourceError(str(recipe.problem(loc, f"{config_path} is not valid JSON: {e}"))) from None
     if not isinstance(config, dict) or "model_type" not in config:
         raise SourceError(str(recipe.problem(loc, f"{config_path} has no model_type")))
-    if "auto_map" in config:
+    if "auto_map" in config and not src.trust_remote_code:
         raise SourceError(str(recipe.problem(
             loc, f"{config_path} needs remote code (auto_map: {', '.join(config['auto_map'])}); "
-                 "custom modeling code is never run")))
-    if not any((folder / name).is_file() for name in SAFETENSORS):
+                 "custom modeling code is never run unless the recipe sets source.trust_remote_code: true")))
+    if any((folder / name).is_file() for name in SAFETENSORS):
+        weight_bytes = sum(safetensors_size(recipe, loc, path) for path in _safetensors_files(folder))
+    else:
         pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
-        if pickles:
+        if pickles and not src.allow_pickle:
             raise SourceError(str(recipe.problem(
                 loc, f"{folder} has only pickle weights ({', '.join(pickles)}); pickles can run code when "
-                     "loaded, so only safetensors are accepted: convert them with safetensors first")))
-        raise SourceError(str(recipe.problem(loc, f"{folder} has no model.safetensors")))
+                     "loaded, so only safetensors are accepted: convert them with safetensors first, or set "
+                     "source.allow_pickle: true (they are then loaded with weights_only=True)")))
+        if not pickles:
+            raise SourceError(str(recipe.problem(loc, f"{folder} has no model.safetensors")))
+        weight_bytes = sum((folder / p).stat().st_size for p in pickles)
+    if src.max_memory_mb is not None:
+        needed = 3 * weight_bytes / 2**20 + 600
+        if needed > src.max_memory_mb:
+            raise SourceError(str(recipe.problem(
+                ("source", "max_memory_mb"), f"the weights are {weight_bytes / 2**20:.0f} MB; a build needs "
+                f"about {needed:.0f} MB (3x the weights + 600 MB), over the budget of {src.max_memory_mb} MB")))
     return config
+
+
+def _safetensors_files(folder: Path) -> list[Path]:
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return [index]  # reported as corrupt by safetensors_size
+        return [folder / shard for shard in shards]
+    return [folder / "model.safetensors"]
+
+
+def safetensors_size(recipe: Recipe, loc: tuple[str, ...], path: Path) -> int:
+    """Bytes of tensor data in a safetensors file, after checking its header covers the file exactly.
+
+    A safetensors file is an 8-byte little-endian header length, a JSON header giving each
+    tensor's byte range, then the data: a truncated download or a corrupt file shows here, before
+    any loading.
+
+    Raises:
+        SourceError: missing shard, unreadable header, or data not matching the header.
+    """
+    def bad(why: str) -> SourceError:
+        return SourceError(str(recipe.problem(loc, f"{path.name} is truncated or corrupt: {why}")))
+
+    if not path.is_file():
+        raise bad("missing")
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise bad(f"{size} bytes, not even a header")
+        length = int.from_bytes(head, "little")
+        if length > min(size - 8, 100 * 2**20):
+            raise bad(f"header of {length} bytes in a {size}-byte file")
+        try:
+            header = json.loads(f.read(length))
+            end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise bad("unreadable header") from None
+    if 8 + length + end != size:
+        raise bad(f"the header describes {end} bytes of tensors, the file holds {size - 8 - length}")
+    return end
 
 
 def load(recipe: Recipe, resolved: ResolvedSource) -> LoadedSource:
@@ -187,12 +246,14 @@ def load(recipe: Recipe, resolved: ResolvedSource) -> LoadedSource:
     model_type = config_json["model_type"]
     loc = ("source", {"hub": "model", "folder": "path", "package": "package"}[resolved.kind])
     model_class = TasksManager.get_model_class_for_task(task, framework="pt", model_type=model_type)
-    config = AutoConfig.from_pretrained(resolved.folder, trust_remote_code=False)
+    remote = recipe.source.trust_remote_code  # False unless the recipe opted in (checked by `check`)
+    config = AutoConfig.from_pretrained(resolved.folder, trust_remote_code=remote)
+    safetensors = any((resolved.folder / name).is_file() for name in SAFETENSORS)
     try:
         model, info = model_class.from_pretrained(
-            resolved.folder, config=config, use_safetensors=True, trust_remote_code=False,
-            output_loading_info=True)
-    except (OSError, ValueError, RuntimeError) as e:
+            resolved.folder, config=config, use_safetensors=safetensors, weights_only=True,
+            trust_remote_code=remote, output_loading_info=True)
+    except Exception as e:  # safetensors, torch and transformers raise many types for a bad file
         mismatch = [line.strip() for line in str(e).splitlines() if "size mismatch" in line]
         why = (f"weights with other shapes than config.json ({mismatch[0]})" if mismatch
                else f"cannot load weights: {_first_line(e)}")
@@ -207,7 +268,7 @@ def load(recipe: Recipe, resolved: ResolvedSource) -> LoadedSource:
             hint="pick the task the checkpoint was trained for")
     model.eval()
     try:
-        tokenizer = AutoTokenizer.from_pretrained(resolved.folder, trust_remote_code=False)
+        tokenizer = AutoTokenizer.from_pretrained(resolved.folder, trust_remote_code=remote)
     except (OSError, ValueError, TypeError) as e:
         raise SourceError(str(recipe.problem(loc, f"no usable tokenizer in {resolved.folder}: "
                                                   f"{_first_line(e)}"))) from None
