@@ -154,18 +154,18 @@ def build(recipe: Recipe, out: Path, *, on_event: Events | None = None, options:
             packaged and the previous package is left as it was.
     """
     emit = on_event or (lambda step, message: None)
+    started = time.perf_counter()
+    emit("source", f"resolving {recipe.source.describe()}")
+    source = _Source(recipe, source_mod.resolve(recipe), emit)  # read-only: a bad source writes nothing
     build_dir = out / recipe.name
     with build_lock(build_dir, emit):
-        return _build(recipe, build_dir, emit, options or Options())
+        return _build(recipe, build_dir, source, emit, options or Options(), started)
 
 
-def _build(recipe: Recipe, build_dir: Path, emit: Events, options: Options) -> BuildResult:
+def _build(recipe: Recipe, build_dir: Path, source: _Source, emit: Events, options: Options,
+           started: float) -> BuildResult:
     timings: dict[str, float] = {}
     reused: list[str] = []
-    started = time.perf_counter()
-
-    emit("source", f"resolving {recipe.source.describe()}")
-    source = _Source(recipe, source_mod.resolve(recipe), emit)
     task = recipe.task
 
     t = time.perf_counter()

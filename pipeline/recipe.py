@@ -50,8 +50,12 @@ DEFAULT_TEXTS = (
 )
 
 
+MAX_NODES = 10_000  # YAML nodes after expanding aliases: a recipe is small, an alias bomb is not
+MAX_DEPTH = 64
+
+
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Source(Strict):
@@ -235,6 +239,14 @@ def json_schema() -> dict[str, Any]:
 
 def _positions(node: yaml.Node, loc: tuple[str, ...], out: dict[tuple[str, ...], tuple[int, int]],
                problems: list[Problem], path: str) -> None:
+    if len(out) > MAX_NODES:  # counted as expanded: aliases re-enter the same nodes
+        mark = node.start_mark
+        raise RecipeError([Problem(path, mark.line + 1, mark.column + 1, "",
+                                   f"more than {MAX_NODES} values once aliases are expanded (an alias bomb?)")])
+    if len(loc) > MAX_DEPTH:
+        mark = node.start_mark
+        raise RecipeError([Problem(path, mark.line + 1, mark.column + 1, "",
+                                   f"nested more than {MAX_DEPTH} levels deep")])
     out[loc] = (node.start_mark.line + 1, node.start_mark.column + 1)
     if isinstance(node, yaml.MappingNode):
         seen: dict[str, int] = {}
@@ -253,8 +265,9 @@ def _positions(node: yaml.Node, loc: tuple[str, ...], out: dict[tuple[str, ...],
 
 
 def _parse(text: str, path: str) -> tuple[Any, dict[tuple[str, ...], tuple[int, int]]]:
-    loader = yaml.SafeLoader(text)
+    loader = None
     try:
+        loader = yaml.SafeLoader(text)
         node = loader.get_single_node()
         if node is None:
             raise RecipeError([Problem(path, None, None, "",
@@ -270,10 +283,16 @@ def _parse(text: str, path: str) -> tuple[Any, dict[tuple[str, ...], tuple[int, 
         line, col = (mark.line + 1, mark.column + 1) if mark else (None, None)
         what = " ".join(x for x in (e.context, e.problem) if x)
         raise RecipeError([Problem(path, line, col, "", f"invalid YAML: {what}")]) from None
+    except yaml.reader.ReaderError as e:  # a character YAML does not allow; it knows where
+        raise RecipeError([Problem(path, None, None, "", f"invalid YAML: character {e.character!r} "
+                                   f"at position {e.position} is not allowed")]) from None
     except yaml.YAMLError as e:
         raise RecipeError([Problem(path, None, None, "", f"invalid YAML: {e}")]) from None
+    except RecursionError:
+        raise RecipeError([Problem(path, None, None, "", f"nested more than {MAX_DEPTH} levels deep")]) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     if not isinstance(data, dict):
         raise RecipeError([Problem(path, 1, 1, "", "expected a mapping with name, source, task, targets "
                                    f"(got {type(data).__name__})")])

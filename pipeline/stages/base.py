@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 class StageParams(BaseModel):
     """Base of every target's recipe section: unknown keys are errors, values are immutable."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Gate(BaseModel):
@@ -37,7 +37,7 @@ class Gate(BaseModel):
     says which golden batches the gate applies to; metrics are reported for all of them.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     atol: float | None = Field(default=None, ge=0, description="absolute tolerance")
     rtol: float | None = Field(default=None, ge=0, description="relative tolerance")
