@@ -267,8 +267,8 @@ def _build(recipe: Recipe, build_dir: Path, source: _Source, emit: Events, optio
             reused.append("package")
         else:
             emit("package", "writing the package")
-            package.write(build_dir / "package", recipe=recipe, source=source.loaded, artifacts=passing,
-                          parity=parity_json, golden=golden)
+            package.write(build_dir / "package", recipe=recipe, source=source.resolved, task=task,
+                          artifacts=passing, parity=parity_json, golden=golden)
             write_json(build_dir / PACKAGE_RECORD, {"fingerprint": package_fp})
         timings["package"] = time.perf_counter() - t
         package_dir = build_dir / "package"

@@ -36,6 +36,10 @@ class _Group(click.Group):
             raise
         except KeyboardInterrupt:
             _fail(ctx, ["interrupted"], 130, None)
+        except OSError as e:  # disk full, unwritable folder: what and where, and the last good output stays
+            where = f"{e.filename}: " if e.filename else ""
+            _fail(ctx, [f"cannot write or read {where}{e.strerror or e} (earlier outputs are left as they were)"],
+                  EXIT_FAILED, e)
         except Exception as e:  # an unexpected bug: one line, the traceback on request
             _fail(ctx, [f"internal error: {type(e).__name__}: {e} (run with --debug for the traceback)"],
                   EXIT_FAILED, e)

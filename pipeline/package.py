@@ -9,13 +9,14 @@ gate are given to this module; it does not check parity itself.
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pipeline.atomic import atomic_dir, link_or_copy, write_json
 from pipeline.recipe import Recipe
-from pipeline.source import LoadedSource, sha256_file
+from pipeline.source import ResolvedSource, sha256_file
 from pipeline.versions import library_versions
 
 MANIFEST = "manifest.json"
@@ -36,12 +37,20 @@ class PackagedArtifact:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
-def write(target: Path, *, recipe: Recipe, source: LoadedSource, artifacts: list[PackagedArtifact],
+# Copied from the checkpoint as they are (never re-serialized, so two builds give the same bytes
+# whatever the tokenizer was used for in between): what from_pretrained and transformers.js read.
+SOURCE_FILES = ("config.json", "generation_config.json", "preprocessor_config.json", "tokenizer.json",
+                "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "vocab.txt",
+                "vocab.json", "merges.txt", "spiece.model", "sentencepiece.bpe.model", "tokenizer.model")
+
+
+def write(target: Path, *, recipe: Recipe, source: ResolvedSource, task: str, artifacts: list[PackagedArtifact],
           parity: dict[str, Any], golden: tuple[Path, Path]) -> dict[str, Any]:
     """Write the package folder ``target`` atomically; returns its manifest."""
     with atomic_dir(target) as tmp:
-        source.config.save_pretrained(tmp)
-        source.tokenizer.save_pretrained(tmp)
+        for name in SOURCE_FILES:
+            if (source.folder / name).is_file():  # copied, never linked: the checkpoint is not ours to share
+                shutil.copyfile(source.folder / name, tmp / name)
         known: dict[str, str] = {}
         for artifact in artifacts:
             (tmp / artifact.folder).mkdir(parents=True, exist_ok=True)
@@ -54,10 +63,10 @@ def write(target: Path, *, recipe: Recipe, source: LoadedSource, artifacts: list
         manifest = {
             "format": MANIFEST_FORMAT,
             "name": recipe.name,
-            "task": source.task,
+            "task": task,
             "recipe": recipe.normalized(),
             "recipe_sha256": recipe.digest(),
-            "source": source.resolved.provenance(),
+            "source": source.provenance(),
             "artifacts": {
                 a.name: {"stage": a.stage, "files": [f"{a.folder}/{f}" for f in a.files],
                          "metadata": a.metadata, "parity": "passed"}
