@@ -133,7 +133,7 @@ def bench_inputs(tokenizer: Any, settings: BenchSettings,
 
 
 def run(build_dir: Path, source: Any, settings: BenchSettings,
-        on_event: Callable[[str, str], None] | None = None) -> dict[str, Any]:
+        on_event: Callable[[str, str], None] | None = None, fingerprint: str | None = None) -> dict[str, Any]:
     """Measure eager PyTorch (SDPA and plain attention) and every artifact of ``build_dir`` that
     passed its gate; write ``bench.json`` and ``bench.png`` there and return the results.
 
@@ -182,6 +182,7 @@ def run(build_dir: Path, source: Any, settings: BenchSettings,
                     for m in results],
         "gates": {name: report["passed"] for name, report in parity["artifacts"].items()},
         "versions": {"torch": torch.__version__},
+        "fingerprint": fingerprint,  # what was measured (artifacts, settings), for reuse by the build
     }
     write_json(build_dir / BENCH_JSON, report)
     write_bytes(build_dir / BENCH_PNG, chart(report))

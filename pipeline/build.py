@@ -237,7 +237,8 @@ def _build(recipe: Recipe, build_dir: Path, source: _Source, emit: Events, optio
             if report.passed:
                 passing.append(package.PackagedArtifact(
                     name=artifact.name, stage=name, folder=stage.package_folder or name, stage_dir=stage_dir,
-                    files=artifact.files, sha256=hashes, metadata=artifact.metadata))
+                    files=artifact.files, sha256=hashes, metadata=artifact.metadata,
+                    skips_padding=artifact.skips_padding))
 
     parity_json = {
         "golden": [{"batch": b.name, "shape": list(b.shape), "padded_tokens": b.padded_tokens} for b in batches],
@@ -255,20 +256,33 @@ def _build(recipe: Recipe, build_dir: Path, source: _Source, emit: Events, optio
     if not failures and recipe.bench.on_build:
         from pipeline import bench as bench_mod
 
-        bench_report = bench_mod.run(build_dir, source.loaded, recipe.bench.settings(), on_event=emit)
+        settings_ = recipe.bench.settings()
+        bench_fp = fingerprint(kind="bench", settings=asdict(settings_), source=source.resolved.fingerprint,
+                               artifacts={a.name: a.sha256 for a in passing})
+        previous = _read_json(build_dir / bench_mod.BENCH_JSON)
+        t = time.perf_counter()
+        if (not options.force and previous is not None and previous.get("fingerprint") == bench_fp
+                and (build_dir / bench_mod.BENCH_PNG).is_file()):
+            emit("bench", "reused (same artifacts and settings)")
+            reused.append("bench")
+            bench_report = previous
+        else:
+            bench_report = bench_mod.run(build_dir, source.loaded, settings_, on_event=emit, fingerprint=bench_fp)
+        timings["bench"] = time.perf_counter() - t
     if not failures:
         package_fp = fingerprint(kind="package", recipe=recipe.digest(), source=source.resolved.provenance(),
                                  golden=golden_fp, parity=parity_fps,
                                  artifacts={a.name: a.sha256 for a in passing},
-                                 bench=bench_report["recommended"] if bench_report else None)
+                                 bench=bench_report.get("fingerprint") if bench_report else None)
         t = time.perf_counter()
-        if bench_report is None and _package_is_current(build_dir, package_fp, options):
+        if _package_is_current(build_dir, package_fp, options):
             emit("package", "reused")
             reused.append("package")
         else:
             emit("package", "writing the package")
             package.write(build_dir / "package", recipe=recipe, source=source.resolved, task=task,
-                          artifacts=passing, parity=parity_json, golden=golden)
+                          artifacts=passing, parity=parity_json, golden=golden, bench=bench_report,
+                          bench_chart=build_dir / package.BENCH_PNG)
             write_json(build_dir / PACKAGE_RECORD, {"fingerprint": package_fp})
         timings["package"] = time.perf_counter() - t
         package_dir = build_dir / "package"
@@ -340,7 +354,7 @@ def _package_is_current(build_dir: Path, package_fp: str, options: Options) -> b
     manifest = _read_json(build_dir / "package" / package.MANIFEST)
     if options.force or record is None or manifest is None or record.get("fingerprint") != package_fp:
         return False
-    return package.file_table(build_dir / "package") == manifest.get("files")
+    return package.file_table(build_dir / "package") == package.all_files(manifest)
 
 
 def _run_stage(stage: Any, name: str, params: Any, recipe: Recipe, source: _Source, stage_dir: Path,

@@ -87,9 +87,10 @@ def main() -> None:
 @click.option("--jobs", "-j", type=click.IntRange(1), default=1, show_default=True,
               help="Recipes built at once (several recipes); each gets cores/jobs threads.")
 @click.option("--keep-going", is_flag=True, help="With several recipes, go on after one fails.")
+@click.option("--push", "push_after", is_flag=True, help="Push each passing package to its recipe's Hub repo.")
 @debug_option
 def build(recipes: tuple[Path, ...], out: Path, as_json: bool, force: bool, force_stages: tuple[str, ...],
-          jobs: int, keep_going: bool) -> None:
+          jobs: int, keep_going: bool, push_after: bool) -> None:
     """Build, gate and package every target of RECIPE(S), reusing every unchanged step.
 
     RECIPES are recipe files or folders of them; with more than one recipe, each builds in its own
@@ -99,10 +100,11 @@ def build(recipes: tuple[Path, ...], out: Path, as_json: bool, force: bool, forc
 
     paths = multi.find_recipes(recipes)
     if len(paths) != 1 or recipes[0].is_dir():
-        extra = [*(["--force"] if force else []), *(a for name in force_stages for a in ("--force-stage", name))]
+        extra = [*(["--force"] if force else []), *(a for name in force_stages for a in ("--force-stage", name)),
+                 *(["--push"] if push_after else [])]
         _build_many(paths, out, jobs=jobs, keep_going=keep_going, extra=extra, as_json=as_json)
         return
-    _build_one(paths[0], out, as_json=as_json, force=force, force_stages=force_stages)
+    _build_one(paths[0], out, as_json=as_json, force=force, force_stages=force_stages, push_after=push_after)
 
 
 def _build_many(paths: list[Path], out: Path, *, jobs: int, keep_going: bool, extra: list[str],
@@ -130,7 +132,8 @@ def _build_many(paths: list[Path], out: Path, *, jobs: int, keep_going: bool, ex
                             + ", ".join(Path(r.recipe).name for r in failed))
 
 
-def _build_one(recipe: Path, out: Path, *, as_json: bool, force: bool, force_stages: tuple[str, ...]) -> None:
+def _build_one(recipe: Path, out: Path, *, as_json: bool, force: bool, force_stages: tuple[str, ...],
+               push_after: bool = False) -> None:
     from pipeline import build as build_mod
     from pipeline import recipe as recipe_mod
     from pipeline.errors import ParityError
@@ -151,12 +154,22 @@ def _build_one(recipe: Path, out: Path, *, as_json: bool, force: bool, force_sta
             else:
                 print_parity(e.report)
             raise
+    pushed = None
+    if push_after:
+        from pipeline import hub
+
+        with progress(enabled=not as_json) as on_event:
+            pushed = hub.push(result.build_dir, on_event=on_event)
     if as_json:
-        click.echo(json.dumps(result.to_json(), indent=2))
+        click.echo(json.dumps({**result.to_json(), "pushed": pushed.to_json() if pushed else None}, indent=2))
         return
     print_parity(result.parity)
+    if result.recommended:
+        click.echo(f"recommended: {result.recommended}")
     reused = f"; reused: {', '.join(result.reused)}" if result.reused else ""
     click.echo(f"package: {result.package_dir}  ({result.timings['total']:.1f} s{reused})")
+    if pushed:
+        _print_push(pushed, as_json=False)
 
 
 @main.command()
@@ -197,6 +210,78 @@ def validate(recipe: Path) -> None:
     recipe_mod.check_task(loaded)
     targets = ", ".join(loaded.target_params())
     click.echo(f"{recipe}: ok ({loaded.name}: {loaded.task}; targets: {targets})")
+
+
+def _build_dir(target: Path, out: Path) -> Path:
+    """A recipe file names its build folder under ``out``; a folder is a build or package folder."""
+    if target.is_file() and target.suffix in (".yaml", ".yml"):
+        from pipeline import recipe as recipe_mod
+
+        return out / recipe_mod.load(target).name
+    return target
+
+
+def _print_push(result: object, as_json: bool) -> None:
+    from pipeline.hub import PushResult
+
+    assert isinstance(result, PushResult)
+    if as_json:
+        click.echo(json.dumps(result.to_json(), indent=2))
+        return
+    if result.dry_run:
+        click.echo("dry run: nothing is written. The push would:")
+    for op in result.operations:
+        click.echo(f"  {op}")
+    if not result.dry_run:
+        what = (f"pushed {result.repo_id}@{(result.commit or '')[:12]}" if result.changed
+                else f"{result.repo_id} is up to date (no commit)")
+        click.echo(what + (f"; pull request: {result.pr_url}" if result.pr_url else ""))
+
+
+@main.command()
+@click.argument("target", type=click.Path(exists=True, path_type=Path))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("artifacts"),
+              show_default=True, help="Where a RECIPE's build folder is.")
+@click.option("--dry-run", is_flag=True, help="Print the exact operations; write nothing.")
+@click.option("--create-pr", is_flag=True, help="Open a pull request instead of committing to the branch.")
+@click.option("--revision", default="main", show_default=True, metavar="BRANCH", help="Branch to commit to.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+@debug_option
+def push(target: Path, out: Path, dry_run: bool, create_pr: bool, revision: str, as_json: bool) -> None:
+    """Publish a passing package (BUILD_DIR, or a RECIPE's build) to its Hub repo in one commit, then tag it.
+
+    The token comes from HF_TOKEN or `huggingface-cli login` and is never printed or stored.
+    """
+    from pipeline import hub
+    from pipeline.report import progress
+
+    with progress(enabled=not as_json) as on_event:
+        result = hub.push(_build_dir(target, out), revision=revision, create_pr=create_pr, dry_run=dry_run,
+                          on_event=on_event)
+    _print_push(result, as_json)
+
+
+@main.command()
+@click.argument("repo", metavar="REPO[@REV]")
+@click.option("--manifest-sha256", help="Also require the manifest to have this sha256 (from a trusted record).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+@debug_option
+def verify(repo: str, manifest_sha256: str | None, as_json: bool) -> None:
+    """Download REPO[@REV] and check every file's sha256 and every artifact against the golden outputs."""
+    from pipeline import hub
+    from pipeline.errors import PipelineError
+    from pipeline.report import progress
+
+    repo_id, _, rev = repo.partition("@")
+    with progress(enabled=not as_json) as on_event:
+        result = hub.verify(repo_id, rev or "main", manifest_sha256=manifest_sha256, on_event=on_event)
+    if as_json:
+        click.echo(json.dumps(result.to_json(), indent=2))
+    if not result.ok:
+        raise PipelineError(f"{repo}: {len(result.problems)} problem(s): " + "; ".join(result.problems))
+    if not as_json:
+        click.echo(f"{repo_id}@{(result.commit or '')[:12]}: ok ({result.files_checked} files match the manifest; "
+                   f"golden outputs reproduced by {', '.join(result.artifacts_checked) or 'no artifact'})")
 
 
 @main.command()

@@ -2,9 +2,13 @@
 
 Layout: ``config.json`` and tokenizer files at the top (what ``from_pretrained`` reads), each
 target's files in its own folder (``onnx/model.onnx`` …), the golden inputs and eager outputs,
-``parity.json`` and ``manifest.json``. The package is written to a temporary folder and renamed
+``parity.json``, the model card ``README.md`` (and ``bench.json``/``bench.png`` when the build
+measured them) and ``manifest.json``. The package is written to a temporary folder and renamed
 into place, so a failed build never replaces a good package. Only artifacts that passed their
 gate are given to this module; it does not check parity itself.
+
+The manifest is deterministic: the same recipe built twice gives the same manifest, except its
+``timing`` section, which holds the benchmark and the files that show it (README.md, bench.*).
 """
 
 from __future__ import annotations
@@ -24,6 +28,10 @@ MANIFEST_FORMAT = 1
 GOLDEN_INPUTS = "golden_inputs.npz"
 GOLDEN_OUTPUTS = "golden_outputs.npz"
 PARITY = "parity.json"
+CARD = "README.md"
+BENCH_JSON = "bench.json"
+BENCH_PNG = "bench.png"
+TIMING_FILES = (CARD, BENCH_JSON, BENCH_PNG)  # their bytes depend on measured times
 
 
 @dataclass(frozen=True)
@@ -35,6 +43,7 @@ class PackagedArtifact:
     files: tuple[str, ...]
     sha256: dict[str, str]  # file -> sha256, as the stage record has them
     metadata: dict[str, Any] = field(default_factory=dict)
+    skips_padding: bool = False
 
 
 # Copied from the checkpoint as they are (never re-serialized, so two builds give the same bytes
@@ -45,8 +54,13 @@ SOURCE_FILES = ("config.json", "generation_config.json", "preprocessor_config.js
 
 
 def write(target: Path, *, recipe: Recipe, source: ResolvedSource, task: str, artifacts: list[PackagedArtifact],
-          parity: dict[str, Any], golden: tuple[Path, Path]) -> dict[str, Any]:
-    """Write the package folder ``target`` atomically; returns its manifest."""
+          parity: dict[str, Any], golden: tuple[Path, Path], bench: dict[str, Any] | None = None,
+          bench_chart: Path | None = None) -> dict[str, Any]:
+    """Write the package folder ``target`` atomically; returns its manifest.
+
+    ``bench`` (a benchmark report of this build) names the recommended artifact and adds the
+    benchmark table and ``bench_chart`` to the card.
+    """
     with atomic_dir(target) as tmp:
         for name in SOURCE_FILES:
             if (source.folder / name).is_file():  # copied, never linked: the checkpoint is not ours to share
@@ -60,6 +74,10 @@ def write(target: Path, *, recipe: Recipe, source: ResolvedSource, task: str, ar
         link_or_copy(golden[0], tmp / GOLDEN_INPUTS)
         link_or_copy(golden[1], tmp / GOLDEN_OUTPUTS)
         write_json(tmp / PARITY, parity)
+        if bench is not None:
+            write_json(tmp / BENCH_JSON, bench)
+            if bench_chart is not None and bench_chart.is_file():
+                shutil.copyfile(bench_chart, tmp / BENCH_PNG)
         manifest = {
             "format": MANIFEST_FORMAT,
             "name": recipe.name,
@@ -68,16 +86,33 @@ def write(target: Path, *, recipe: Recipe, source: ResolvedSource, task: str, ar
             "recipe_sha256": recipe.digest(),
             "source": source.provenance(),
             "artifacts": {
-                a.name: {"stage": a.stage, "files": [f"{a.folder}/{f}" for f in a.files],
-                         "metadata": a.metadata, "parity": "passed"}
+                a.name: {"stage": a.stage, "folder": a.folder, "files": [f"{a.folder}/{f}" for f in a.files],
+                         "metadata": a.metadata, "skips_padding": a.skips_padding, "parity": "passed"}
                 for a in artifacts
             },
+            "recommended": bench["recommended"] if bench else None,
             "golden": {"inputs": GOLDEN_INPUTS, "outputs": GOLDEN_OUTPUTS},
             "versions": library_versions(),
-            "files": file_table(tmp, known),
+        }
+        manifest["files"] = file_table(tmp, known)  # before the card: the card shows sizes
+        from pipeline.card import render, source_license
+
+        (tmp / CARD).write_text(render(repo_id=recipe.publish.repo if recipe.publish else None, manifest=manifest,
+                                       parity=parity, bench=bench, license=source_license(source.folder)),
+                                encoding="utf-8")
+        table = file_table(tmp, known)
+        manifest["files"] = {k: v for k, v in table.items() if k not in TIMING_FILES}
+        manifest["timing"] = {
+            "bench": {k: bench[k] for k in ("settings", "primary_shape", "recommended", "results")} if bench else None,
+            "files": {k: v for k, v in table.items() if k in TIMING_FILES},
         }
         write_json(tmp / MANIFEST, manifest)
     return manifest
+
+
+def all_files(manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every file the manifest lists, deterministic and timing ones alike."""
+    return {**manifest.get("files", {}), **(manifest.get("timing") or {}).get("files", {})}
 
 
 def file_table(folder: Path, known: dict[str, str] | None = None) -> dict[str, dict[str, Any]]:

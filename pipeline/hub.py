@@ -1,0 +1,324 @@
+"""Publish a package to the Hugging Face Hub, and verify a published one.
+
+``push``: refuse a package whose gate did not pass, whose files do not match its manifest, or
+whose Hub source is not pinned to a commit (unless the recipe allows it); then ``create_repo``,
+**one** ``create_commit`` holding every file (with ``parent_commit``, so a concurrent change is
+detected, and deletions of files the package no longer has), then ``create_tag``. An unchanged
+package (same manifest, timing aside) makes no commit. ``--dry-run`` prints the operations and
+writes nothing. ``verify``: download a revision, check every file against the manifest, and run
+the shipped golden inputs through each artifact against the shipped golden outputs.
+
+The token comes from huggingface_hub (``HF_TOKEN`` or its login) and is passed to it alone:
+never printed, logged, or written into any file or message.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline import package
+from pipeline.errors import InputError, PipelineError, PublishError
+
+Events = Callable[[str, str], None]
+KEEP_REMOTE = {".gitattributes"}  # the Hub's own file: never deleted by a push
+
+
+@dataclass
+class PushResult:
+    repo_id: str
+    revision: str
+    commit: str | None  # the new commit, or the current head when nothing changed
+    tag: str | None
+    changed: bool
+    dry_run: bool
+    operations: list[str] = field(default_factory=list)
+    pr_url: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _manifest(folder: Path) -> dict[str, Any]:
+    try:
+        return json.loads((folder / package.MANIFEST).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"{folder}: no {package.MANIFEST}: not a package (run `convert build` first)") from None
+    except (OSError, ValueError) as e:
+        raise InputError(f"{folder / package.MANIFEST}: unreadable: {e}") from None
+
+
+def check_package(build_dir: Path) -> tuple[Path, dict[str, Any]]:
+    """The package folder and its manifest, after checking it may be published.
+
+    Raises:
+        InputError: no package there.
+        PublishError: the last build failed its gate, a packaged artifact did not pass, the files
+            do not match the manifest, or the Hub source is floating without permission.
+    """
+    pkg = build_dir / "package" if (build_dir / "package").is_dir() else build_dir
+    manifest = _manifest(pkg)
+    repo = (manifest.get("recipe", {}).get("publish") or {}).get("repo") or "?"
+    build_json = pkg.parent / "build.json"
+    if build_json.is_file() and pkg.name == "package":
+        last = json.loads(build_json.read_text(encoding="utf-8"))
+        if not last.get("passed", False):
+            raise PublishError(f"{build_dir}: the last build failed its parity gate ({len(last.get('failures', []))} "
+                               "failures): nothing is pushed until a build passes", repo_id=repo)
+    report = json.loads((pkg / package.PARITY).read_text(encoding="utf-8")) if (pkg / package.PARITY).is_file() else {}
+    for name in manifest.get("artifacts", {}):
+        if not report.get("artifacts", {}).get(name, {}).get("passed", False):
+            raise PublishError(f"{pkg}: artifact {name!r} has no passing parity report", repo_id=repo)
+    listed = package.all_files(manifest)
+    on_disk = package.file_table(pkg)
+    problems = [f"{p}: changed since packaging" for p in sorted(listed) if p in on_disk and on_disk[p] != listed[p]]
+    problems += [f"{p}: missing" for p in sorted(set(listed) - set(on_disk))]
+    problems += [f"{p}: not in the manifest" for p in sorted(set(on_disk) - set(listed))]
+    if problems:
+        raise PublishError(f"{pkg}: files do not match the manifest: {'; '.join(problems[:5])}", repo_id=repo)
+    source = manifest.get("source", {})
+    allowed = manifest.get("recipe", {}).get("source", {}).get("allow_floating_revision", False)
+    if source.get("kind") == "hub" and not _is_sha(manifest.get("recipe", {}).get("source", {}).get("revision")) \
+            and not allowed:
+        raise PublishError(f"{pkg}: the source revision {manifest['recipe']['source'].get('revision')!r} is a branch "
+                           f"or tag (resolved to {source.get('revision')}); pin the commit sha in the recipe, or set "
+                           "source.allow_floating_revision: true", repo_id=repo)
+    return pkg, manifest
+
+
+def _status(e: Any) -> str:
+    return str(e.response.status_code) if getattr(e, "response", None) is not None else "no answer"
+
+
+def _is_sha(value: Any) -> bool:
+    return isinstance(value, str) and len(value) == 40 and all(c in "0123456789abcdef" for c in value)
+
+
+def _comparable(manifest: dict[str, Any]) -> dict[str, Any]:
+    """A manifest without its timing section and library versions: what a re-push compares."""
+    return {k: v for k, v in manifest.items() if k not in ("timing", "versions")}
+
+
+def push(build_dir: Path, *, revision: str = "main", create_pr: bool = False, dry_run: bool = False,
+         on_event: Events | None = None) -> PushResult:
+    """Publish the package of ``build_dir`` to the recipe's ``publish.repo`` in one commit.
+
+    Raises:
+        InputError: no package, or no ``publish`` section in its recipe.
+        PublishError: see :func:`check_package`; no token; the branch moved during the push (stale
+            parent); the tag exists on another commit; or the Hub refused a request.
+    """
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, get_token
+    from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
+
+    emit = on_event or (lambda step, message: None)
+    pkg, manifest = check_package(build_dir)
+    publish = manifest.get("recipe", {}).get("publish")
+    if not publish:
+        raise InputError(f"{pkg}: the recipe has no publish section (publish: {{repo: org/name, tag: v1}})")
+    repo_id, tag, private = publish["repo"], publish.get("tag"), publish.get("private", True)
+    token = get_token()
+    if token is None and not dry_run:
+        raise PublishError("no Hub token: set HF_TOKEN or run `huggingface-cli login`", repo_id=repo_id)
+    api = HfApi(token=token)
+    result = PushResult(repo_id=repo_id, revision=revision, commit=None, tag=tag, changed=False, dry_run=dry_run)
+
+    def hub_error(e: HfHubHTTPError, doing: str) -> PublishError:
+        detail = (e.server_message or "").strip().splitlines()
+        return PublishError(f"{repo_id}: {doing} failed ({_status(e)}"
+                            + (f": {detail[0]}" if detail else "") + ")", repo_id=repo_id,
+                            request_id=e.request_id)
+
+    emit("push", f"reading {repo_id}@{revision}")
+    remote_files: set[str] = set()
+    head: str | None = None
+    remote_manifest: dict[str, Any] | None = None
+    exists = True
+    try:
+        info = api.model_info(repo_id, revision=revision, files_metadata=False)
+        head = info.sha
+        remote_files = {s.rfilename for s in info.siblings or []}
+        if package.MANIFEST in remote_files:
+            path = api.hf_hub_download(repo_id, package.MANIFEST, revision=head)
+            remote_manifest = json.loads(Path(path).read_text(encoding="utf-8"))
+    except RepositoryNotFoundError:
+        exists = False
+    except RevisionNotFoundError:
+        if not create_pr and revision != "main":
+            raise PublishError(f"{repo_id} has no branch {revision!r} (create it first, or push to main)",
+                               repo_id=repo_id) from None
+    except HfHubHTTPError as e:
+        raise hub_error(e, "reading the repo") from None
+    except (OSError, ValueError) as e:
+        raise PublishError(f"{repo_id}: could not read the remote manifest: {e}", repo_id=repo_id) from None
+
+    if not exists:
+        result.operations.append(f"create repo {repo_id} ({'private' if private else 'public'})")
+    if remote_manifest is not None and _comparable(remote_manifest) == _comparable(manifest):
+        result.commit = head
+        emit("push", f"{repo_id}@{revision} already holds this package: no commit")
+    else:
+        files = package.all_files(manifest)
+        ops: list[Any] = [CommitOperationAdd(path_in_repo=rel, path_or_fileobj=str(pkg / rel))
+                          for rel in sorted([*files, package.MANIFEST])]
+        ops += [CommitOperationDelete(path_in_repo=rel)
+                for rel in sorted(remote_files - set(files) - {package.MANIFEST} - KEEP_REMOTE)]
+        for op in ops:
+            if isinstance(op, CommitOperationAdd):
+                size = (pkg / op.path_in_repo).stat().st_size
+                result.operations.append(f"add {op.path_in_repo} ({size / 1e6:.2f} MB)")
+            else:
+                result.operations.append(f"delete {op.path_in_repo}")
+        result.operations.insert(len(result.operations) - len(ops),
+                                 f"commit to {repo_id}@{revision}" + (" as a pull request" if create_pr else "")
+                                 + f" on parent {head[:12] if head else '(new repo)'}: {len(ops)} operations")
+        if not dry_run:
+            try:
+                if not exists:
+                    emit("push", f"creating {repo_id}")
+                    api.create_repo(repo_id, private=private, exist_ok=True)
+                    head = api.model_info(repo_id, revision=revision).sha
+                emit("push", f"committing {len(ops)} files in one commit")
+                info = api.create_commit(
+                    repo_id, operations=ops, revision=revision, parent_commit=head, create_pr=create_pr,
+                    commit_message=f"convert: {manifest['name']} (recipe {manifest['recipe_sha256'][:12]})",
+                    commit_description=f"Source {manifest['source']['id']}@{manifest['source'].get('revision')}; "
+                                       f"artifacts: {', '.join(manifest['artifacts'])}.")
+            except HfHubHTTPError as e:
+                status = e.response.status_code if e.response is not None else None
+                if status == 412:
+                    raise PublishError(f"{repo_id}@{revision} changed while pushing (its head is no longer "
+                                       f"{(head or '')[:12]}): nothing was written; push again",
+                                       repo_id=repo_id, request_id=e.request_id) from None
+                raise hub_error(e, "the commit") from None
+            result.commit, result.changed, result.pr_url = info.oid, True, info.pr_url
+    if tag and not create_pr:
+        _tag(api, result, dry_run, emit)
+    elif tag:
+        result.operations.append(f"tag {tag}: not set on a pull request (merge it, then push again)")
+    return result
+
+
+def _tag(api: Any, result: PushResult, dry_run: bool, emit: Events) -> None:
+    from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
+
+    tag = result.tag
+    assert tag is not None
+    try:
+        existing = {t.name: t.target_commit for t in api.list_repo_refs(result.repo_id).tags}
+    except RepositoryNotFoundError:
+        existing = {}
+    except HfHubHTTPError as e:
+        raise PublishError(f"{result.repo_id}: reading tags failed ({e})", repo_id=result.repo_id) from None
+    target = result.commit
+    if tag in existing:
+        if target is not None and existing[tag] == target:
+            result.operations.append(f"tag {tag}: already on {target[:12]}")
+            return
+        if target is None:  # dry run against a repo that would change: the tag would move
+            raise PublishError(f"{result.repo_id}: tag {tag!r} already exists on {existing[tag][:12]}; a new commit "
+                               "needs a new tag: bump publish.tag in the recipe", repo_id=result.repo_id)
+        raise PublishError(f"{result.repo_id}: tag {tag!r} already points to {existing[tag][:12]}, not to the "
+                           f"new commit {target[:12]}: bump publish.tag in the recipe (the commit is kept)",
+                           repo_id=result.repo_id)
+    result.operations.append(f"tag {tag} -> {target[:12] if target else 'the new commit'}")
+    if not dry_run:
+        emit("push", f"tagging {tag}")
+        try:
+            api.create_tag(result.repo_id, tag=tag, revision=target, tag_message=f"convert {tag}")
+        except HfHubHTTPError as e:
+            raise PublishError(f"{result.repo_id}: tagging {tag} failed ({_status(e)})", repo_id=result.repo_id,
+                               request_id=e.request_id) from None
+
+
+@dataclass
+class VerifyResult:
+    repo_id: str
+    revision: str
+    commit: str | None
+    files_checked: int
+    artifacts_checked: list[str]
+    problems: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "ok": self.ok}
+
+
+def verify(repo_id: str, revision: str = "main", *, manifest_sha256: str | None = None,
+           on_event: Events | None = None) -> VerifyResult:
+    """Download ``repo_id@revision`` and check it: file hashes against the manifest, the manifest
+    against itself (and ``manifest_sha256`` if given), and each artifact's outputs on the shipped
+    golden inputs against the shipped golden outputs, under the artifact's own gate.
+
+    Raises:
+        PublishError: the revision cannot be downloaded. Mismatches are returned, not raised.
+    """
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError
+
+    from pipeline import parity
+    from pipeline.recipe import from_data
+    from pipeline.source import sha256_file
+    from pipeline.stages import Artifact, Gate, get_stage
+
+    emit = on_event or (lambda step, message: None)
+    emit("verify", f"downloading {repo_id}@{revision}")
+    try:
+        folder = Path(snapshot_download(repo_id, revision=revision))
+    except HfHubHTTPError as e:
+        raise PublishError(f"{repo_id}@{revision}: download failed ({_status(e)})", repo_id=repo_id,
+                           request_id=e.request_id) from None
+    except (OSError, ValueError) as e:
+        raise PublishError(f"{repo_id}@{revision}: download failed ({type(e).__name__})", repo_id=repo_id) from None
+    result = VerifyResult(repo_id, revision, folder.name, 0, [], [])
+    problems = result.problems
+    manifest_path = folder / package.MANIFEST
+    if not manifest_path.is_file():
+        problems.append(f"{package.MANIFEST}: missing")
+        return result
+    if manifest_sha256 and sha256_file(manifest_path) != manifest_sha256:
+        problems.append(f"{package.MANIFEST}: sha256 {sha256_file(manifest_path)[:16]}… is not the expected "
+                        f"{manifest_sha256[:16]}…")
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    try:
+        if from_data(manifest["recipe"]).digest() != manifest["recipe_sha256"]:
+            problems.append(f"{package.MANIFEST}: recipe_sha256 does not match its recipe (edited manifest)")
+    except PipelineError as e:
+        problems.append(f"{package.MANIFEST}: its recipe is not valid ({e})")
+    listed = package.all_files(manifest)
+    present = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+    for rel, entry in sorted(listed.items()):
+        if rel not in present:
+            problems.append(f"{rel}: missing")
+        elif sha256_file(folder / rel) != entry["sha256"]:
+            problems.append(f"{rel}: sha256 differs from the manifest (tampered or corrupted)")
+        result.files_checked += 1
+    for rel in sorted(present - set(listed) - {package.MANIFEST} - KEEP_REMOTE):
+        problems.append(f"{rel}: not in the manifest")
+    if problems:
+        return result  # never run artifacts whose bytes are not the published ones
+    report = json.loads((folder / package.PARITY).read_text(encoding="utf-8"))
+    inputs = parity.load_golden(folder / package.GOLDEN_INPUTS)
+    outputs = parity.load_golden(folder / package.GOLDEN_OUTPUTS)
+    order = [g["batch"] for g in report["golden"]]
+    batches = [parity.GoldenBatch(name, inputs[name]) for name in order]
+    reference = [outputs[name] for name in order]
+    for name, entry in manifest["artifacts"].items():
+        emit("verify", f"running {name} on the golden inputs")
+        stage = get_stage(entry["stage"])
+        folder_in_repo = entry.get("folder") or entry["files"][0].rsplit("/", 1)[0]
+        artifact = Artifact(name=name, files=tuple(f.split("/", 1)[1] for f in entry["files"]),
+                            metadata=entry["metadata"], skips_padding=entry.get("skips_padding", False))
+        gate = Gate(**report["artifacts"][name]["gate"])
+        check = parity.check_artifact(name, stage.runner(folder / folder_in_repo, artifact), batches, reference,
+                                      gate, skips_padding=artifact.skips_padding)
+        problems.extend(check.failures)
+        result.artifacts_checked.append(name)
+    return result
