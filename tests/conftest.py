@@ -74,3 +74,15 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubServer]:
     """The loopback Hub at HF_ENDPOINT, shared by the session (tests use their own repo names)."""
     with HubServer(tmp_path_factory.mktemp("hub"), port=HUB_PORT) as server:
         yield server
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """After a whole, green run of the suite, regenerate the README's coverage table from what the
+    tests recorded (tests/coverage.py). A partial or failing run leaves the README alone."""
+    from tests import coverage
+
+    config = session.config
+    whole = not config.args or [Path(a).resolve() for a in config.args] == [REPO / "tests"]
+    selected = config.option.keyword or config.option.markexpr or config.option.lf
+    if exitstatus == 0 and whole and not selected and session.testscollected and coverage.rows():
+        coverage.rewrite_readme(REPO / "README.md", coverage.rows())
