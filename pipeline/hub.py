@@ -89,6 +89,14 @@ def check_package(build_dir: Path) -> tuple[Path, dict[str, Any]]:
     return pkg, manifest
 
 
+def _quiet_client() -> None:
+    """huggingface_hub draws a tqdm bar per file on stderr; our own events report progress, and
+    ``--json`` output must stay clean."""
+    from huggingface_hub.utils import disable_progress_bars
+
+    disable_progress_bars()
+
+
 def _status(e: Any) -> str:
     return str(e.response.status_code) if getattr(e, "response", None) is not None else "no answer"
 
@@ -100,6 +108,47 @@ def _is_sha(value: Any) -> bool:
 def _comparable(manifest: dict[str, Any]) -> dict[str, Any]:
     """A manifest without its timing section and library versions: what a re-push compares."""
     return {k: v for k, v in manifest.items() if k not in ("timing", "versions")}
+
+
+RETRIES = 4  # attempts of one Hub request that failed transiently
+BACKOFF_S = 0.5  # first wait; doubled after each failed attempt
+TRANSIENT_STATUS = frozenset({429, 500, 502, 503, 504})
+
+
+def _transient(e: BaseException) -> bool:
+    """A failure worth another attempt: the server was overloaded or the connection broke."""
+    import requests
+    from huggingface_hub.errors import HfHubHTTPError
+
+    if isinstance(e, (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)):
+        return True
+    return isinstance(e, HfHubHTTPError) and e.response is not None and e.response.status_code in TRANSIENT_STATUS
+
+
+def _retrying(call: Callable[[], Any], what: str, emit: Events) -> Any:
+    """Run ``call``, again after a transient failure (with exponential backoff), at most RETRIES times.
+
+    Only for requests that are safe to repeat: reads, ``create_repo(exist_ok=True)``, content-addressed
+    uploads and a commit guarded by its parent (a commit that landed before its answer was lost is
+    refused as stale on the next attempt, and the caller then finds it on the Hub).
+    """
+    import time
+
+    for attempt in range(1, RETRIES + 1):
+        try:
+            return call()
+        except Exception as e:
+            if attempt == RETRIES or not _transient(e):
+                raise
+            wait = BACKOFF_S * 2 ** (attempt - 1)
+            emit("push", f"{what}: {_describe(e)}; retrying in {wait:.1f} s ({attempt}/{RETRIES - 1})")
+            time.sleep(wait)
+    raise AssertionError("unreachable")
+
+
+def _describe(e: BaseException) -> str:
+    status = getattr(getattr(e, "response", None), "status_code", None)
+    return f"HTTP {status}" if status else f"connection failed ({type(e).__name__})"
 
 
 def push(build_dir: Path, *, revision: str = "main", create_pr: bool = False, dry_run: bool = False,
@@ -115,6 +164,7 @@ def push(build_dir: Path, *, revision: str = "main", create_pr: bool = False, dr
     from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
 
     emit = on_event or (lambda step, message: None)
+    _quiet_client()
     pkg, manifest = check_package(build_dir)
     publish = manifest.get("recipe", {}).get("publish")
     if not publish:
@@ -126,24 +176,13 @@ def push(build_dir: Path, *, revision: str = "main", create_pr: bool = False, dr
     api = HfApi(token=token)
     result = PushResult(repo_id=repo_id, revision=revision, commit=None, tag=tag, changed=False, dry_run=dry_run)
 
-    def hub_error(e: HfHubHTTPError, doing: str) -> PublishError:
-        detail = (e.server_message or "").strip().splitlines()
-        return PublishError(f"{repo_id}: {doing} failed ({_status(e)}"
-                            + (f": {detail[0]}" if detail else "") + ")", repo_id=repo_id,
-                            request_id=e.request_id)
-
     emit("push", f"reading {repo_id}@{revision}")
     remote_files: set[str] = set()
     head: str | None = None
     remote_manifest: dict[str, Any] | None = None
     exists = True
     try:
-        info = api.model_info(repo_id, revision=revision, files_metadata=False)
-        head = info.sha
-        remote_files = {s.rfilename for s in info.siblings or []}
-        if package.MANIFEST in remote_files:
-            path = api.hf_hub_download(repo_id, package.MANIFEST, revision=head)
-            remote_manifest = json.loads(Path(path).read_text(encoding="utf-8"))
+        head, remote_files, remote_manifest = _remote_state(api, repo_id, revision, emit)
     except RepositoryNotFoundError:
         exists = False
     except RevisionNotFoundError:
@@ -151,9 +190,9 @@ def push(build_dir: Path, *, revision: str = "main", create_pr: bool = False, dr
             raise PublishError(f"{repo_id} has no branch {revision!r} (create it first, or push to main)",
                                repo_id=repo_id) from None
     except HfHubHTTPError as e:
-        raise hub_error(e, "reading the repo") from None
-    except (OSError, ValueError) as e:
-        raise PublishError(f"{repo_id}: could not read the remote manifest: {e}", repo_id=repo_id) from None
+        raise _hub_error(repo_id, e, "reading the repo") from None
+    except (OSError, ValueError) as e:  # requests' connection errors are OSErrors too
+        raise PublishError(f"{repo_id}: could not read the repo: {_describe(e)}", repo_id=repo_id) from None
 
     if not exists:
         result.operations.append(f"create repo {repo_id} ({'private' if private else 'public'})")
@@ -176,25 +215,8 @@ def push(build_dir: Path, *, revision: str = "main", create_pr: bool = False, dr
                                  f"commit to {repo_id}@{revision}" + (" as a pull request" if create_pr else "")
                                  + f" on parent {head[:12] if head else '(new repo)'}: {len(ops)} operations")
         if not dry_run:
-            try:
-                if not exists:
-                    emit("push", f"creating {repo_id}")
-                    api.create_repo(repo_id, private=private, exist_ok=True)
-                    head = api.model_info(repo_id, revision=revision).sha
-                emit("push", f"committing {len(ops)} files in one commit")
-                info = api.create_commit(
-                    repo_id, operations=ops, revision=revision, parent_commit=head, create_pr=create_pr,
-                    commit_message=f"convert: {manifest['name']} (recipe {manifest['recipe_sha256'][:12]})",
-                    commit_description=f"Source {manifest['source']['id']}@{manifest['source'].get('revision')}; "
-                                       f"artifacts: {', '.join(manifest['artifacts'])}.")
-            except HfHubHTTPError as e:
-                status = e.response.status_code if e.response is not None else None
-                if status == 412:
-                    raise PublishError(f"{repo_id}@{revision} changed while pushing (its head is no longer "
-                                       f"{(head or '')[:12]}): nothing was written; push again",
-                                       repo_id=repo_id, request_id=e.request_id) from None
-                raise hub_error(e, "the commit") from None
-            result.commit, result.changed, result.pr_url = info.oid, True, info.pr_url
+            _commit(api, result, manifest, ops, head=head, exists=exists, private=private, create_pr=create_pr,
+                    emit=emit)
     if tag and not create_pr:
         _tag(api, result, dry_run, emit)
     elif tag:
@@ -202,17 +224,89 @@ def push(build_dir: Path, *, revision: str = "main", create_pr: bool = False, dr
     return result
 
 
+def _hub_error(repo_id: str, e: Any, doing: str) -> PublishError:
+    detail = (getattr(e, "server_message", None) or "").strip().splitlines()
+    return PublishError(f"{repo_id}: {doing} failed ({_status(e)}" + (f": {detail[0]}" if detail else "") + ")",
+                        repo_id=repo_id, request_id=getattr(e, "request_id", None))
+
+
+def _remote_state(api: Any, repo_id: str, revision: str,
+                  emit: Events) -> tuple[str | None, set[str], dict[str, Any] | None]:
+    """The head commit of ``revision``, its files, and its manifest (None where it has none)."""
+    info = _retrying(lambda: api.model_info(repo_id, revision=revision, files_metadata=False),
+                     f"reading {repo_id}", emit)
+    files = {s.rfilename for s in info.siblings or []}
+    manifest = None
+    if package.MANIFEST in files:
+        path = _retrying(lambda: api.hf_hub_download(repo_id, package.MANIFEST, revision=info.sha),
+                         f"downloading {package.MANIFEST}", emit)
+        manifest = json.loads(Path(path).read_text(encoding="utf-8"))
+    return info.sha, files, manifest
+
+
+def _commit(api: Any, result: PushResult, manifest: dict[str, Any], ops: list[Any], *, head: str | None,
+            exists: bool, private: bool, create_pr: bool, emit: Events) -> None:
+    """Create the repo if needed, then make the one commit; transient failures are retried.
+
+    A failure leaves the repo as it was: the Hub applies a commit whole or not at all. When an
+    attempt's answer was lost after the commit landed, the retry is refused as stale (its parent
+    moved); the head then holds our manifest, which is taken as success.
+    """
+    from huggingface_hub.errors import HfHubHTTPError
+
+    repo_id, revision = result.repo_id, result.revision
+    attempts = 0
+    try:
+        if not exists:
+            emit("push", f"creating {repo_id}")
+            _retrying(lambda: api.create_repo(repo_id, private=private, exist_ok=True), "creating the repo", emit)
+            head = _retrying(lambda: api.model_info(repo_id, revision=revision).sha, f"reading {repo_id}", emit)
+        emit("push", f"committing {len(ops)} files in one commit")
+
+        def commit() -> Any:
+            nonlocal attempts
+            attempts += 1
+            return api.create_commit(
+                repo_id, operations=ops, revision=revision, parent_commit=head, create_pr=create_pr,
+                commit_message=f"convert: {manifest['name']} (recipe {manifest['recipe_sha256'][:12]})",
+                commit_description=f"Source {manifest['source']['id']}@{manifest['source'].get('revision')}; "
+                                   f"artifacts: {', '.join(manifest['artifacts'])}.")
+
+        info = _retrying(commit, "the commit", emit)
+    except HfHubHTTPError as e:
+        status = e.response.status_code if e.response is not None else None
+        if status == 412 and attempts > 1 and not create_pr:
+            landed, files, remote = _remote_state(api, repo_id, revision, emit)
+            if remote is not None and _comparable(remote) == _comparable(manifest):
+                emit("push", f"the commit had landed before its answer was lost: {str(landed)[:12]}")
+                result.commit, result.changed = landed, True
+                return
+        if status == 412:
+            raise PublishError(f"{repo_id}@{revision} changed while pushing (its head is no longer "
+                               f"{(head or '')[:12]}): nothing was written; push again",
+                               repo_id=repo_id, request_id=e.request_id) from None
+        raise _hub_error(repo_id, e, "the commit") from None
+    except OSError as e:  # the connection kept failing (requests' errors are OSErrors)
+        raise PublishError(f"{repo_id}: the commit failed: {_describe(e)} after {RETRIES} attempts; nothing was "
+                           "written (a commit lands whole or not at all): push again", repo_id=repo_id) from None
+    result.commit, result.changed, result.pr_url = info.oid, True, info.pr_url
+
+
 def _tag(api: Any, result: PushResult, dry_run: bool, emit: Events) -> None:
     from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 
     tag = result.tag
     assert tag is not None
+    def tags() -> dict[str, str]:
+        refs = _retrying(lambda: api.list_repo_refs(result.repo_id), "reading tags", emit)
+        return {t.name: t.target_commit for t in refs.tags}
+
     try:
-        existing = {t.name: t.target_commit for t in api.list_repo_refs(result.repo_id).tags}
+        existing = tags()
     except RepositoryNotFoundError:
         existing = {}
-    except HfHubHTTPError as e:
-        raise PublishError(f"{result.repo_id}: reading tags failed ({e})", repo_id=result.repo_id) from None
+    except (HfHubHTTPError, OSError) as e:
+        raise PublishError(f"{result.repo_id}: reading tags failed ({_describe(e)})", repo_id=result.repo_id) from None
     target = result.commit
     if tag in existing:
         if target is not None and existing[tag] == target:
@@ -228,10 +322,14 @@ def _tag(api: Any, result: PushResult, dry_run: bool, emit: Events) -> None:
     if not dry_run:
         emit("push", f"tagging {tag}")
         try:
-            api.create_tag(result.repo_id, tag=tag, revision=target, tag_message=f"convert {tag}")
-        except HfHubHTTPError as e:
-            raise PublishError(f"{result.repo_id}: tagging {tag} failed ({_status(e)})", repo_id=result.repo_id,
-                               request_id=e.request_id) from None
+            _retrying(lambda: api.create_tag(result.repo_id, tag=tag, revision=target, tag_message=f"convert {tag}"),
+                      f"tagging {tag}", emit)
+        except (HfHubHTTPError, OSError) as e:
+            if _status(e) == "409" and tags().get(tag) == target:  # an earlier attempt made it; its answer was lost
+                return
+            raise PublishError(f"{result.repo_id}: tagging {tag} failed ({_describe(e)}); the commit "
+                               f"{(target or '')[:12]} is published: push again to tag it", repo_id=result.repo_id,
+                               request_id=getattr(e, "request_id", None)) from None
 
 
 @dataclass
@@ -269,6 +367,7 @@ def verify(repo_id: str, revision: str = "main", *, manifest_sha256: str | None 
     from pipeline.stages import Artifact, Gate, get_stage
 
     emit = on_event or (lambda step, message: None)
+    _quiet_client()
     emit("verify", f"downloading {repo_id}@{revision}")
     try:
         folder = Path(snapshot_download(repo_id, revision=revision))

@@ -55,6 +55,7 @@ class Repo:
     branches: dict[str, str] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
     pulls: int = 0
+    lfs: set[str] = field(default_factory=set)  # LFS objects uploaded to this repo (the Hub keeps them per repo)
 
     def resolve(self, revision: str) -> str | None:
         if revision in self.branches:
@@ -86,6 +87,8 @@ class HubState:
         # called with the repo id when a commit request arrives, before its parent is checked
         # (a test's concurrent writer)
         self.before_commit: Callable[[str], object] | None = None
+        # commits to apply and then answer by closing the connection (a response lost on the way back)
+        self.drop_after_commit = 0
 
     # --- test controls -------------------------------------------------------------------
 
@@ -113,6 +116,8 @@ class HubState:
             head = repo.commits[repo.branches["main"]]
             files = dict(head.files)
             files[path] = self.store(data, lfs=path in head.files and head.files[path].lfs)
+            if files[path].lfs:
+                repo.lfs.add(files[path].sha256)
             return self.commit(repo, "main", head.oid, files, message)
 
     # --- storage ---------------------------------------------------------------------------
@@ -189,8 +194,8 @@ def make_handler(state: HubState) -> type[BaseHTTPRequestHandler]:
                 for fault in state.faults:
                     if fault.times > 0 and fault.method == self.command and fault.pattern.search(self.path):
                         fault.times -= 1
+                        self._body()  # read the request whole, or its body would be parsed as the next request
                         if fault.status == 0:
-                            self._body()
                             state.log.append((self.command, self.path, 0))
                             raise _Dropped
                         self._error(fault.status, "injected fault")
@@ -222,7 +227,8 @@ def make_handler(state: HubState) -> type[BaseHTTPRequestHandler]:
                 self._body()
                 return self._send(200, {"errors": [], "warnings": []})
             if m == "PUT" and path.startswith("/lfs-upload/"):
-                return self._lfs_put(path.rsplit("/", 1)[1])
+                repo_id, _, oid = path.removeprefix("/lfs-upload/").rpartition("/")
+                return self._lfs_put(repo_id, oid)
             match = re.fullmatch(r"/([^/]+/[^/]+)\.git/info/lfs/objects/batch", path)
             if m == "POST" and match:
                 return self._lfs_batch(match[1])
@@ -344,17 +350,21 @@ def make_handler(state: HubState) -> type[BaseHTTPRequestHandler]:
             objects = []
             for obj in payload.get("objects", []):
                 item: dict[str, Any] = {"oid": obj["oid"], "size": obj["size"]}
-                if not (state.root / "blobs" / obj["oid"]).exists():
-                    item["actions"] = {"upload": {"href": f"{self._base()}/lfs-upload/{obj['oid']}", "header": {}}}
+                if obj["oid"] not in state.repos[repo_id].lfs:
+                    href = f"{self._base()}/lfs-upload/{repo_id}/{obj['oid']}"
+                    item["actions"] = {"upload": {"href": href, "header": {}}}
                 objects.append(item)
             self._send(200, {"transfer": "basic", "objects": objects})
 
-        def _lfs_put(self, oid: str) -> None:
+        def _lfs_put(self, repo_id: str, oid: str) -> None:
             data = self._body()
             if hashlib.sha256(data).hexdigest() != oid:
                 return self._error(400, "sha256 of the uploaded content does not match the oid")
             state.store(data, lfs=True)
-            self._send(200, {})
+            with state.lock:
+                if (repo := self._repo(repo_id)) is not None:
+                    repo.lfs.add(oid)
+                    self._send(200, {})
 
         def _commit(self, repo_id: str, revision: str, create_pr: bool) -> None:
             lines = [json.loads(line) for line in self._body().splitlines() if line.strip()]
@@ -380,7 +390,7 @@ def make_handler(state: HubState) -> type[BaseHTTPRequestHandler]:
                         files[value["path"]] = state.store(base64.b64decode(value["content"]), lfs=False)
                     elif key == "lfsFile":
                         blob = state.root / "blobs" / value["oid"]
-                        if not blob.exists():
+                        if value["oid"] not in repo.lfs or not blob.exists():
                             return self._error(422, f"LFS object {value['oid']} was never uploaded")
                         files[value["path"]] = Entry(size=blob.stat().st_size, sha256=value["oid"],
                                                      git_oid=git_oid(blob.read_bytes()), lfs=True)
@@ -398,6 +408,10 @@ def make_handler(state: HubState) -> type[BaseHTTPRequestHandler]:
                     branch = f"refs/pr/{repo.pulls}"
                     pr_url = f"{self._base()}/{repo_id}/discussions/{repo.pulls}"
                 oid = state.commit(repo, branch, head_oid, files, header.get("summary", ""))
+                if state.drop_after_commit > 0:
+                    state.drop_after_commit -= 1
+                    state.log.append((self.command, self.path, 0))
+                    raise _Dropped
                 self._send(200, {"commitUrl": f"{self._base()}/{repo_id}/commit/{oid}", "commitOid": oid,
                                  "pullRequestUrl": pr_url, "success": True})
 
