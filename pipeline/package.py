@@ -85,6 +85,7 @@ def write(target: Path, *, recipe: Recipe, source: ResolvedSource, task: str, ar
             "recipe": recipe.normalized(),
             "recipe_sha256": recipe.digest(),
             "source": source.provenance(),
+            "command": rebuild_command(recipe),
             "artifacts": {
                 a.name: {"stage": a.stage, "folder": a.folder, "files": [f"{a.folder}/{f}" for f in a.files],
                          "metadata": a.metadata, "skips_padding": a.skips_padding, "parity": "passed"}
@@ -108,6 +109,22 @@ def write(target: Path, *, recipe: Recipe, source: ResolvedSource, task: str, ar
         }
         write_json(tmp / MANIFEST, manifest)
     return manifest
+
+
+def rebuild_command(recipe: Recipe) -> str:
+    """The command that rebuilds this package: the recipe (also in the manifest, normalized) as a
+    path relative to the working folder, with the tool version the manifest records."""
+    import os
+    import shlex
+
+    from pipeline import __version__
+
+    path = recipe.path
+    shown = "recipe.yaml"
+    if path is not None:
+        relative = os.path.relpath(path.resolve(), Path.cwd())
+        shown = relative if not relative.startswith("..") else path.name
+    return f"pip install pipeline-convert=={__version__} && convert build {shlex.quote(shown)}"
 
 
 def all_files(manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:

@@ -59,6 +59,9 @@ def test_build_tiny_model_end_to_end(tmp_path: Path, checkpoints: dict, arch: st
     manifest = _check_package(pkg)
     assert manifest["task"] == task
     assert manifest["source"]["kind"] == "folder"
+    # the recipe lies outside the working folder: the command names the file, whose content is in the manifest
+    assert manifest["command"] == f"pip install pipeline-convert=={manifest['versions']['pipeline-convert']} " \
+                                  "&& convert build tiny.yaml"
     assert manifest["artifacts"]["onnx"]["metadata"]["opset"] == 17
     report = json.loads((pkg / package.PARITY).read_text())
     shapes = [tuple(g["shape"]) for g in report["golden"]]
