@@ -87,10 +87,19 @@ def fingerprint(**parts: Any) -> str:
 
 
 def stage_fingerprint(stage_name: str, version: int, params: dict[str, Any], source_fingerprint: str,
-                      task: str) -> str:
-    """What shapes a stage's output: its code version and params, the source, the task, the libraries."""
+                      task: str, model_options: dict[str, Any] | None = None) -> str:
+    """What shapes a stage's output: its code version and params, the source, the task, the libraries,
+    and the recipe's options on the model itself (:func:`model_options`)."""
     return fingerprint(kind="stage", stage=stage_name, version=version, params=params, task=task,
-                       source=source_fingerprint)
+                       source=source_fingerprint, **(model_options or {}))
+
+
+def model_options(recipe: Recipe) -> dict[str, Any]:
+    """Recipe sections that change what the model outputs, for every target and the eager reference
+    alike (``sentence_embedding``). Empty when none is set, so fingerprints without them stay as they were."""
+    if recipe.sentence_embedding is None:
+        return {}
+    return {"sentence_embedding": recipe.sentence_embedding.model_dump(mode="json")}
 
 
 @dataclass(frozen=True)
@@ -171,7 +180,7 @@ def _build(recipe: Recipe, build_dir: Path, source: _Source, emit: Events, optio
     t = time.perf_counter()
     golden_fp = fingerprint(kind="golden", source=source.resolved.fingerprint, task=task,
                             texts=recipe.validation.texts, shapes=recipe.validation.shapes,
-                            seed=recipe.validation.seed)
+                            seed=recipe.validation.seed, **model_options(recipe))
     batches, reference, why = _reuse_golden(build_dir, golden_fp, options)
     if batches is None:
         emit("golden", f"computing eager outputs on golden inputs ({why})")
@@ -179,7 +188,7 @@ def _build(recipe: Recipe, build_dir: Path, source: _Source, emit: Events, optio
         batches = parity.golden_batches(recipe.validation.texts, recipe.validation.shapes, loaded.tokenizer,
                                         getattr(loaded.config, "max_position_embeddings", None),
                                         seed=recipe.validation.seed)
-        reference = parity.eager_outputs(loaded.model, batches)
+        reference = parity.eager_outputs(loaded.model, batches, pooling=loaded.pooling)
         with atomic_dir(build_dir / "golden") as tmp:
             parity.save_golden(tmp / package.GOLDEN_INPUTS, tmp / package.GOLDEN_OUTPUTS, batches, reference)
             write_json(tmp / GOLDEN_RECORD, {"fingerprint": golden_fp, "batches": [b.name for b in batches]})
@@ -198,7 +207,7 @@ def _build(recipe: Recipe, build_dir: Path, source: _Source, emit: Events, optio
         stage = get_stage(name)
         stage_dir = build_dir / "stages" / name
         stage_fp = stage_fingerprint(name, stage.version, params.model_dump(mode="json"),
-                                     source.resolved.fingerprint, task)
+                                     source.resolved.fingerprint, task, model_options(recipe))
         t = time.perf_counter()
         record, why = _reuse_stage(stage_dir, stage_fp, options, name)
         if record is None:

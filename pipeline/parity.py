@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.pooling import OUTPUT as POOLED_OUTPUT
+from pipeline.pooling import TOKEN_OUTPUT, Pooling, pool
 from pipeline.stages.base import Gate, Outputs, Runner
 
 # optimum's ONNX exporter traces with batch 2, sequence 16 (optimum.utils.DEFAULT_DUMMY_SHAPES).
@@ -88,17 +90,27 @@ def synthetic_batch(tokenizer: Any, names: set[str], batch: int, seq: int, rng: 
     return out
 
 
-def eager_outputs(model: Any, batches: Sequence[GoldenBatch]) -> list[Outputs]:
-    """Run the eager PyTorch model on every batch; tensors of its output, as float32 numpy."""
+def eager_outputs(model: Any, batches: Sequence[GoldenBatch], pooling: Pooling | None = None) -> list[Outputs]:
+    """Run the eager PyTorch model on every batch; tensors of its output, as float32 numpy.
+
+    With ``pooling`` (the recipe's sentence_embedding), also ``sentence_embedding``: the eager token
+    embeddings pooled by the same code the exported graph runs (:func:`pipeline.pooling.pool`).
+    """
     import torch
 
     accepted = set(inspect.signature(model.forward).parameters)
     results = []
     with torch.inference_mode():
         for batch in batches:
-            out = model(**{k: torch.from_numpy(v) for k, v in batch.inputs.items() if k in accepted})
-            results.append({k: v.detach().float().numpy() for k, v in out.items() if isinstance(v, torch.Tensor)})
+            feed = {k: torch.from_numpy(v) for k, v in batch.inputs.items() if k in accepted}
+            out = model(**feed)
+            tensors = {k: v for k, v in out.items() if isinstance(v, torch.Tensor)}
+            if pooling is not None:
+                mask = feed.get("attention_mask", torch.ones_like(feed["input_ids"]))
+                tensors[POOLED_OUTPUT] = pool(tensors[TOKEN_OUTPUT], mask, pooling)
+            results.append({k: v.detach().float().numpy() for k, v in tensors.items()})
     return results
+
 
 
 @dataclass
@@ -160,11 +172,12 @@ def _row_cosine(a: np.ndarray, e: np.ndarray) -> np.ndarray:
 
 
 def compare(actual: np.ndarray, expected: np.ndarray, gate: Gate, logits: bool,
-            mask: np.ndarray | None = None) -> tuple[OutputCheck, list[str]]:
+            mask: np.ndarray | None = None, pooled_output: bool = False) -> tuple[OutputCheck, list[str]]:
     """Metrics of one output against the eager one, and why it fails ``gate`` (empty if it passes).
 
     ``mask`` (the batch's attention mask) enables the pooled-embedding cosine for token-level
-    outputs shaped ``[batch, sequence, hidden]``.
+    outputs shaped ``[batch, sequence, hidden]``; an output that already is a pooled embedding
+    (``pooled_output``, shaped ``[batch, hidden]``) is compared as its own pooled embedding.
     """
     a = np.asarray(actual, dtype=np.float64)
     e = np.asarray(expected, dtype=np.float64)
@@ -178,6 +191,8 @@ def compare(actual: np.ndarray, expected: np.ndarray, gate: Gate, logits: bool,
     pooled = None
     if mask is not None and a.ndim == 3 and a.shape[:2] == mask.shape:
         pooled = float(_row_cosine(mean_pool(a, mask), mean_pool(e, mask)).min())
+    elif pooled_output and a.ndim == 2:
+        pooled = float(cos.min())
     agreement = float((a.argmax(-1) == e.argmax(-1)).mean()) if logits else None
     check = OutputCheck(output="", shape=list(a.shape), max_abs=float(delta.max()) if delta.size else 0.0,
                         max_rel=max_rel, min_cosine=float(cos.min()), min_pooled_cosine=pooled,
@@ -236,7 +251,8 @@ def check_artifact(name: str, runner: Runner, batches: Sequence[GoldenBatch],
                 # real tokens only; rows stay rows so per-sample cosine still means one sample
                 got = np.where(keep.reshape(*keep.shape, *([1] * (got.ndim - 2))), got, 0)
                 want = np.where(keep.reshape(*keep.shape, *([1] * (want.ndim - 2))), want, 0)
-            check, why = compare(got, want, gate, logits=key.endswith("logits"), mask=mask)
+            check, why = compare(got, want, gate, logits=key.endswith("logits"), mask=mask,
+                                 pooled_output=key == POOLED_OUTPUT)
             check.output = key
             gated = gate.batches == "all" or batch.name == TEXTS
             check.gated = gated

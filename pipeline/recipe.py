@@ -15,7 +15,7 @@ import types
 import typing
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 from pydantic import (
@@ -24,6 +24,7 @@ from pydantic import (
     Field,
     PrivateAttr,
     ValidationError,
+    ValidationInfo,
     create_model,
     field_validator,
     model_validator,
@@ -144,6 +145,27 @@ class Bench(Strict):
                              threads=self.threads, warmup=self.warmup, runs=self.runs)
 
 
+# Tasks whose model outputs token embeddings a sentence embedding can be pooled from (optimum's names).
+EMBEDDING_TASKS = ("feature-extraction", "sentence-similarity")
+
+
+class SentenceEmbedding(Strict):
+    """Sentence embeddings computed inside the exported graph, as sentence-transformers models need.
+
+    The ONNX graph gets a second output, ``sentence_embedding`` ([batch, hidden]): the token
+    embeddings pooled over real tokens and, if asked, L2-normalized. The eager reference computes
+    the same from the eager model's outputs, so the parity gate compares the pooled embeddings too.
+    ``auto`` reads the checkpoint's sentence-transformers files (modules.json, 1_Pooling/config.json).
+    """
+
+    pooling: Literal["auto", "mean", "cls", "max"] = Field(
+        default="auto", description="auto: as the checkpoint's 1_Pooling/config.json says; mean: mean of the "
+        "token embeddings over real tokens; cls: the first token's; max: elementwise max over real tokens")
+    normalize: bool | Literal["auto"] = Field(
+        default="auto", description="L2-normalize the pooled embedding; auto: when the checkpoint's modules.json "
+        "lists a Normalize module")
+
+
 class Publish(Strict):
     repo: str = Field(pattern=HUB_ID, description="Hub repo id to push to")
     tag: str | None = Field(default=None, pattern=TAG)
@@ -158,6 +180,9 @@ class Recipe(Strict):
     source: Source
     task: str = Field(description="an optimum task name, e.g. feature-extraction")
     targets: BaseModel
+    sentence_embedding: SentenceEmbedding | None = Field(
+        default=None, description="also output a pooled (and normalized) sentence embedding from the graph; "
+        f"tasks {', '.join(EMBEDDING_TASKS)} only")
     validation: Validation = Field(default_factory=Validation)
     bench: Bench = Field(default_factory=Bench)
     publish: Publish | None = None
@@ -171,6 +196,15 @@ class Recipe(Strict):
     def _not_empty(cls, value: BaseModel) -> BaseModel:
         if not any(v is not None for v in value.__dict__.values()):
             raise ValueError(f"name at least one target (one of: {', '.join(registered_stages())})")
+        return value
+
+    @field_validator("sentence_embedding", mode="after")
+    @classmethod
+    def _embedding_needs_token_embeddings(cls, value: SentenceEmbedding | None,
+                                          info: ValidationInfo) -> SentenceEmbedding | None:
+        task = info.data.get("task")
+        if value is not None and task is not None and task not in EMBEDDING_TASKS:
+            raise ValueError(f"pools token embeddings: needs task {' or '.join(EMBEDDING_TASKS)} (got {task!r})")
         return value
 
     @model_validator(mode="after")

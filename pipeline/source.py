@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import SourceError
+from pipeline.pooling import Pooling
+from pipeline.pooling import resolve as resolve_pooling
 from pipeline.recipe import Recipe, check_task
 
 SAFETENSORS = ("model.safetensors", "model.safetensors.index.json")
@@ -58,6 +60,7 @@ class LoadedSource:
     config: Any
     model_type: str
     load_info: dict[str, Any] = field(default_factory=dict)
+    pooling: Pooling | None = None  # the recipe's sentence_embedding, resolved against the checkpoint
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -178,6 +181,7 @@ def check(recipe: Recipe, resolved: ResolvedSource) -> dict[str, Any]:
             raise SourceError(str(recipe.problem(
                 ("source", "max_memory_mb"), f"the weights are {weight_bytes / 2**20:.0f} MB; a build needs "
                 f"about {needed:.0f} MB (3x the weights + 600 MB), over the budget of {src.max_memory_mb} MB")))
+    resolve_pooling(recipe, folder)  # a sentence_embedding the checkpoint cannot back fails before loading
     return config
 
 
@@ -275,7 +279,8 @@ def load(recipe: Recipe, resolved: ResolvedSource) -> LoadedSource:
     return LoadedSource(resolved=resolved, task=task, model=model, tokenizer=tokenizer, config=config,
                         model_type=model_type,
                         load_info={"class": type(model).__name__,
-                                   "unexpected_keys": sorted(info.get("unexpected_keys", []))})
+                                   "unexpected_keys": sorted(info.get("unexpected_keys", []))},
+                        pooling=resolve_pooling(recipe, resolved.folder))
 
 
 def _first_line(e: BaseException) -> str:

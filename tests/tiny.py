@@ -16,7 +16,11 @@ WORDS = ("a man is eating food the girl carrying baby plane taking off over city
          "for as by be").split()
 LETTERS = "abcdefghijklmnopqrstuvwxyz0123456789.,!?'-"
 SIZES = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 37}
-ARCHITECTURES = ("bert", "roberta", "distilbert")
+ARCHITECTURES = ("bert", "roberta", "distilbert")  # the `checkpoints` fixture's
+# every encoder with a tiny builder, and the encoder tasks each is built and consumed for (tests/test_encoders.py)
+ENCODERS = ("bert", "roberta", "xlm-roberta", "distilbert", "electra", "deberta-v2")
+ENCODER_TASKS = ("feature-extraction", "text-classification", "token-classification", "question-answering",
+                 "fill-mask")
 
 
 def _wordpiece_vocab(folder: Path) -> Path:
@@ -38,51 +42,123 @@ def _bytelevel_bpe(folder: Path) -> tuple[Path, Path]:
     return vocab, merges
 
 
-def make_checkpoint(folder: Path, arch: str = "bert", task: str = "feature-extraction", seed: int = 0,
-                    num_labels: int = 3) -> Path:
-    """Write a tiny ``arch`` checkpoint for ``task`` (safetensors, config, fast tokenizer) to ``folder``."""
-    import torch
+def _unigram(folder: Path, specials: list[str], unk: str, mask: str, single: str, pair: str) -> Path:
+    """A SentencePiece-style Unigram tokenizer.json (Metaspace pre-tokenizer) from the small word list,
+    built with `tokenizers` alone: no sentencepiece model file, nothing downloaded."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+
+    pieces = list(dict.fromkeys(["▁", *(f"▁{w}" for w in WORDS), *LETTERS, *(f"▁{c}" for c in LETTERS)]))
+    tokens = [*specials, *pieces, mask]
+    # whole words score higher than single characters, so words stay whole and unknown words split
+    vocab = [(t, 0.0 if t in specials or t == mask else -1.0 if len(t) > 2 else -5.0) for t in tokens]
+    tok = Tokenizer(models.Unigram(vocab, unk_id=tokens.index(unk)))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+    tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
+    specials_used = sorted({t for t in (single + " " + pair).split() if t in tokens}, key=tokens.index)
+    tok.post_processor = processors.TemplateProcessing(
+        single=single, pair=pair, special_tokens=[(t, tokens.index(t)) for t in specials_used])
+    path = folder / "tokenizer.json"
+    tok.save(str(path))
+    return path
+
+
+def _tokenizer_and_config(arch: str, work: Path) -> tuple[object, object]:
     from transformers import (
-        AutoModel,
-        AutoModelForSequenceClassification,
         BertConfig,
         BertTokenizerFast,
+        DebertaV2Config,
+        DebertaV2TokenizerFast,
         DistilBertConfig,
         DistilBertTokenizerFast,
+        ElectraConfig,
+        ElectraTokenizerFast,
         RobertaConfig,
         RobertaTokenizerFast,
+        XLMRobertaConfig,
+        XLMRobertaTokenizerFast,
     )
+
+    if arch == "bert":
+        tokenizer = BertTokenizerFast(vocab_file=str(_wordpiece_vocab(work)))
+        return tokenizer, BertConfig(vocab_size=len(tokenizer), max_position_embeddings=128, **SIZES)
+    if arch == "distilbert":
+        tokenizer = DistilBertTokenizerFast(vocab_file=str(_wordpiece_vocab(work)))
+        return tokenizer, DistilBertConfig(vocab_size=len(tokenizer), max_position_embeddings=128, dim=32,
+                                           n_layers=2, n_heads=4, hidden_dim=37)
+    if arch == "electra":  # embedding_size < hidden_size: the embeddings projection is exercised too
+        tokenizer = ElectraTokenizerFast(vocab_file=str(_wordpiece_vocab(work)))
+        return tokenizer, ElectraConfig(vocab_size=len(tokenizer), max_position_embeddings=128, embedding_size=16,
+                                        **SIZES)
+    if arch == "roberta":
+        vocab, merges = _bytelevel_bpe(work)
+        tokenizer = RobertaTokenizerFast(vocab_file=str(vocab), merges_file=str(merges))
+        return tokenizer, RobertaConfig(vocab_size=len(tokenizer), max_position_embeddings=130, pad_token_id=1,
+                                        bos_token_id=0, eos_token_id=2, **SIZES)
+    if arch == "xlm-roberta":
+        path = _unigram(work, ["<s>", "<pad>", "</s>", "<unk>"], "<unk>", "<mask>",
+                        "<s> $A </s>", "<s> $A </s> </s> $B </s>")
+        tokenizer = XLMRobertaTokenizerFast(tokenizer_file=str(path))
+        return tokenizer, XLMRobertaConfig(vocab_size=len(tokenizer), max_position_embeddings=130, pad_token_id=1,
+                                           bos_token_id=0, eos_token_id=2, **SIZES)
+    if arch == "deberta-v2":  # DeBERTa-v3's layout: relative attention (c2p, p2c), no absolute positions
+        path = _unigram(work, ["[PAD]", "[CLS]", "[SEP]", "[UNK]"], "[UNK]", "[MASK]",
+                        "[CLS] $A [SEP]", "[CLS] $A [SEP] $B:1 [SEP]:1")
+        tokenizer = DebertaV2TokenizerFast(tokenizer_file=str(path), do_lower_case=False)
+        return tokenizer, DebertaV2Config(
+            vocab_size=len(tokenizer), max_position_embeddings=128, relative_attention=True,
+            pos_att_type=["p2c", "c2p"], position_biased_input=False, max_relative_positions=-1,
+            position_buckets=32, norm_rel_ebd="layer_norm", share_att_key=True, type_vocab_size=0,
+            pad_token_id=0, **SIZES)
+    raise ValueError(f"no tiny {arch}")
+
+
+def make_checkpoint(folder: Path, arch: str = "bert", task: str = "feature-extraction", seed: int = 0,
+                    num_labels: int = 3) -> Path:
+    """Write a tiny ``arch`` checkpoint for ``task`` (safetensors, config, fast tokenizer) to ``folder``.
+
+    The model class is the one optimum's task registry names for the task (AutoModel,
+    AutoModelForSequenceClassification, …ForTokenClassification, …ForQuestionAnswering, …ForMaskedLM),
+    with random weights; classification heads get ``num_labels`` labels.
+    """
+    import torch
+    from optimum.exporters.tasks import TasksManager
 
     folder.mkdir(parents=True, exist_ok=True)
     work = folder / ".vocab"
     work.mkdir(exist_ok=True)
-    if arch == "bert":
-        tokenizer = BertTokenizerFast(vocab_file=str(_wordpiece_vocab(work)))
-        config = BertConfig(vocab_size=len(tokenizer), max_position_embeddings=128, **SIZES)
-    elif arch == "distilbert":
-        tokenizer = DistilBertTokenizerFast(vocab_file=str(_wordpiece_vocab(work)))
-        config = DistilBertConfig(vocab_size=len(tokenizer), max_position_embeddings=128, dim=32, n_layers=2,
-                                  n_heads=4, hidden_dim=37)
-    elif arch == "roberta":
-        vocab, merges = _bytelevel_bpe(work)
-        tokenizer = RobertaTokenizerFast(vocab_file=str(vocab), merges_file=str(merges))
-        config = RobertaConfig(vocab_size=len(tokenizer), max_position_embeddings=130, pad_token_id=1,
-                               bos_token_id=0, eos_token_id=2, **SIZES)
-    else:
-        raise ValueError(f"no tiny {arch}")
-    tokenizer.model_max_length = 128
+    tokenizer, config = _tokenizer_and_config(arch, work)
+    tokenizer.model_max_length = 128  # type: ignore[attr-defined]
     for p in work.iterdir():
         p.unlink()
     work.rmdir()
-    if task == "text-classification":
-        config.num_labels = num_labels
-        auto = AutoModelForSequenceClassification
-    else:
-        auto = AutoModel
+    task = TasksManager.map_from_synonym(task)
+    if task in ("text-classification", "token-classification"):
+        config.num_labels = num_labels  # type: ignore[attr-defined]
+    auto = TasksManager.get_model_class_for_task(task, framework="pt", model_type=arch)
     torch.manual_seed(seed)
     model = auto.from_config(config).eval()
     model.save_pretrained(folder, safe_serialization=True)
-    tokenizer.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)  # type: ignore[attr-defined]
+    return folder
+
+
+def write_sentence_transformers_files(folder: Path, pooling: str = "mean", normalize: bool = True,
+                                      extra_modules: tuple[str, ...] = ()) -> Path:
+    """Make ``folder`` look like a sentence-transformers checkpoint: modules.json (Transformer, Pooling,
+    optionally Normalize and ``extra_modules`` types) and 1_Pooling/config.json enabling ``pooling``."""
+    hidden = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    hidden_size = hidden.get("hidden_size") or hidden.get("dim")
+    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+               {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
+    for kind in (*extra_modules, *(["sentence_transformers.models.Normalize"] if normalize else [])):
+        idx = len(modules)
+        modules.append({"idx": idx, "name": str(idx), "path": f"{idx}_{kind.rsplit('.', 1)[1]}", "type": kind})
+    (folder / "modules.json").write_text(json.dumps(modules, indent=2), encoding="utf-8")
+    (folder / "1_Pooling").mkdir(exist_ok=True)
+    flags = {"pooling_mode_cls_token": pooling == "cls", "pooling_mode_mean_tokens": pooling == "mean",
+             "pooling_mode_max_tokens": pooling == "max", "pooling_mode_mean_sqrt_len_tokens": pooling == "sqrt"}
+    (folder / "1_Pooling" / "config.json").write_text(
+        json.dumps({"word_embedding_dimension": hidden_size, **flags}, indent=2), encoding="utf-8")
     return folder
 
 

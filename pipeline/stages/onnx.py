@@ -18,17 +18,22 @@ optimum's own export validation is switched off: it only warns on a miss.
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 import logging
 import shutil
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, field_validator
 
 from pipeline.errors import StageError
 from pipeline.stages.base import Artifact, Gate, Runner, Stage, StageContext, StageParams, register_stage
+
+if TYPE_CHECKING:
+    from pipeline.source import LoadedSource
 
 ONNX_FILE = "model.onnx"
 Variant = Literal["fp32", "optimized", "int8", "fp16"]
@@ -123,8 +128,11 @@ class OnnxExport(Stage[OnnxParams]):
 
         export_dir = ctx.workdir / "export"
         try:
+            custom = {"model": pooled_onnx_config(ctx.source)} if ctx.source.pooling is not None else None
             onnx_export_from_model(ctx.source.model, output=export_dir, opset=params.opset, task=ctx.source.task,
-                                   do_validation=False, preprocessors=None)
+                                   do_validation=False, preprocessors=None, custom_onnx_configs=custom)
+        except StageError:
+            raise
         except Exception as e:  # optimum raises bare ValueError/RuntimeError for unsupported models
             raise StageError(self.name, f"export failed: {type(e).__name__}: {e}") from e
         for produced in sorted(export_dir.glob("*.onnx*")):  # model.onnx and its external data
@@ -164,6 +172,56 @@ class OnnxExport(Stage[OnnxParams]):
 
     def runner(self, stage_dir: Path, artifact: Artifact, threads: int | None = None) -> Runner:
         return ort_runner(stage_dir / artifact.metadata["file"], threads=threads)
+
+
+def pooled_onnx_config(source: LoadedSource) -> Any:
+    """optimum's own ONNX config for the model type and task, plus a ``sentence_embedding`` output
+    ([batch, hidden]) that :func:`pipeline.pooling.pool` computes from the token embeddings inside the
+    traced forward: the recipe's sentence_embedding, in the graph.
+
+    Everything else (inputs, dynamic axes, the model patcher, opset handling) stays optimum's; the
+    pooling wraps the patched forward optimum traces, so it is traced into the same graph.
+    """
+    from optimum.exporters.tasks import TasksManager
+
+    from pipeline.pooling import OUTPUT, TOKEN_OUTPUT, pool
+
+    pooling = source.pooling
+    assert pooling is not None
+    constructor = TasksManager.get_exporter_config_constructor(
+        exporter="onnx", model=source.model, task=source.task, library_name="transformers")
+    base_class = constructor.func if isinstance(constructor, functools.partial) else constructor
+    keywords = constructor.keywords if isinstance(constructor, functools.partial) else {}
+
+    class PooledOnnxConfig(base_class):  # type: ignore[misc, valid-type]
+        @property
+        def outputs(self) -> dict[str, dict[int, str]]:
+            return {**super().outputs, OUTPUT: {0: "batch_size"}}
+
+        def patch_model_for_export(self, model: Any, model_kwargs: dict[str, Any] | None = None) -> Any:
+            patcher = super().patch_model_for_export(model, model_kwargs=model_kwargs)
+            forward = patcher.patched_forward
+
+            signature = inspect.signature(forward)  # the model's own forward (optimum wraps it)
+
+            @functools.wraps(forward)  # optimum orders the graph inputs by this signature
+            def pooled_forward(*args: Any, **kwargs: Any) -> Any:
+                outputs = forward(*args, **kwargs)
+                mask = signature.bind_partial(*args, **kwargs).arguments["attention_mask"]  # the tracer passes
+                outputs[OUTPUT] = pool(outputs[TOKEN_OUTPUT], mask, pooling)  # inputs positionally
+                return outputs
+
+            patcher.patched_forward = pooled_forward
+            return patcher
+
+    config = PooledOnnxConfig(source.model.config, int_dtype="int64", float_dtype="fp32", **keywords)
+    missing = [name for name in ("attention_mask",) if name not in config.inputs]
+    if TOKEN_OUTPUT not in config.outputs:
+        missing.append(f"output {TOKEN_OUTPUT}")
+    if missing:
+        raise StageError("onnx", f"sentence_embedding: optimum's ONNX config for {source.model_type} "
+                                 f"({source.task}) has no {', '.join(missing)} to pool with")
+    return config
 
 
 def prepare_int8_input(source: Path, folder: Path, config: Any, params: Int8Params) -> None:

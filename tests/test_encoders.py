@@ -1,0 +1,275 @@
+"""Encoders × tasks through the ONNX target, each proven by its real consumer.
+
+Every encoder architecture with a tiny builder (BERT, RoBERTa, XLM-RoBERTa, DistilBERT, ELECTRA,
+DeBERTa-v2) × every encoder task (feature-extraction, text-classification, token-classification,
+question-answering, fill-mask) is built once per session, gated against eager, and its package is
+loaded by optimum's ``ORTModelFor<Task>``, which must reproduce the shipped golden outputs.
+Question answering additionally runs optimum's model inside transformers' ``pipeline`` from the
+package pushed to the loopback Hub, in a fresh process, and must give eager's answer. Sentence
+embeddings (pooling and normalization inside the graph) are checked against an independent
+numpy computation and through onnxruntime.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from pipeline import package, parity
+from pipeline.card import ORT_CLASSES
+from pipeline.cli import main
+from tests.coverage import record
+from tests.hub_server import HubServer
+from tests.tiny import (
+    ENCODER_TASKS,
+    ENCODERS,
+    make_checkpoint,
+    write_recipe,
+    write_sentence_transformers_files,
+)
+
+# what each task's model returns, all of which the gate must have compared
+TASK_OUTPUTS = {"feature-extraction": ["last_hidden_state"], "text-classification": ["logits"],
+                "token-classification": ["logits"], "question-answering": ["start_logits", "end_logits"],
+                "fill-mask": ["logits"]}
+QUESTION = "who is eating food?"
+CONTEXT = "a man is eating food in the city at dawn, and the girl is carrying a baby on the plane."
+SENTINEL = "hf_SENTINELtoken" + "x" * 20
+
+
+@dataclass(frozen=True)
+class Built:
+    checkpoint: Path
+    recipe: Path
+    out: Path
+    package: Path
+    report: dict
+    repo: str
+
+
+class Builds:
+    """Each (arch, task) built once per session, on first use: a checkpoint, a recipe, a build."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._done: dict[tuple[str, str], Built] = {}
+
+    def get(self, arch: str, task: str) -> Built:
+        key = (arch, task)
+        if key not in self._done:
+            folder = self.root / f"{arch}-{task}"
+            checkpoint = make_checkpoint(folder / "checkpoint", arch, task)
+            repo = f"org/enc-{arch}-{task}-{uuid.uuid4().hex[:6]}"
+            recipe = write_recipe(folder / "recipe.yaml", checkpoint, name=f"{arch}-{task}", task=task,
+                                  publish={"repo": repo, "tag": "v1", "private": False})
+            out = folder / "out"
+            result = CliRunner().invoke(main, ["build", str(recipe), "--out", str(out), "--json"])
+            assert result.exit_code == 0, result.output
+            data = json.loads(result.stdout)
+            self._done[key] = Built(checkpoint, recipe, out, Path(data["package_dir"]), data["parity"], repo)
+        return self._done[key]
+
+
+@pytest.fixture(scope="session")
+def encoder_builds(tmp_path_factory: pytest.TempPathFactory) -> Builds:
+    return Builds(tmp_path_factory.mktemp("encoders"))
+
+
+def _golden(pkg: Path) -> tuple[dict, dict]:
+    return parity.load_golden(pkg / package.GOLDEN_INPUTS), parity.load_golden(pkg / package.GOLDEN_OUTPUTS)
+
+
+@pytest.mark.parametrize("task", ENCODER_TASKS)
+@pytest.mark.parametrize("arch", ENCODERS)
+def test_encoder_task_is_gated_and_its_ort_model_reproduces_the_golden_outputs(encoder_builds: Builds, arch: str,
+                                                                                task: str) -> None:
+    import torch
+    from optimum import onnxruntime as ortm
+
+    built = encoder_builds.get(arch, task)
+    report = built.report["artifacts"]["onnx"]
+    assert report["passed"]
+    for batch in report["batches"]:  # every output of the task's model was compared, logits by argmax too
+        compared = {o["output"]: o for o in batch["outputs"]}
+        assert set(TASK_OUTPUTS[task]) <= set(compared), (batch["batch"], sorted(compared))
+        for name in TASK_OUTPUTS[task]:
+            assert compared[name]["max_abs"] <= 1e-4
+            if name.endswith("logits"):
+                assert compared[name]["argmax_agreement"] == 1.0
+
+    ort_class = ORT_CLASSES[task]
+    model = getattr(ortm, ort_class).from_pretrained(built.package, subfolder="onnx")
+    inputs, outputs = _golden(built.package)
+    assert set(inputs) == {b["batch"] for b in built.report["golden"]}
+    for batch, feed in inputs.items():
+        with torch.inference_mode():
+            got = model(**{k: torch.from_numpy(v) for k, v in feed.items()})
+        for name in TASK_OUTPUTS[task]:
+            want = outputs[batch][name]
+            have = getattr(got, name).numpy()
+            assert have.shape == want.shape
+            np.testing.assert_allclose(have, want, atol=1e-4, rtol=1e-4, err_msg=f"{arch} {task} {batch} {name}")
+            if name.endswith("logits"):
+                assert (have.argmax(-1) == want.argmax(-1)).all()
+    record(arch, task, "onnx", built=True, parity=True, consumer=ort_class)
+
+
+QA_CONSUMER = r"""
+import json, sys
+from huggingface_hub import snapshot_download
+from optimum.onnxruntime import ORTModelForQuestionAnswering
+from transformers import AutoTokenizer, pipeline
+
+question, context, repos = sys.argv[1], sys.argv[2], sys.argv[3:]
+answers = {}
+for repo in repos:
+    folder = snapshot_download(repo, revision="v1")
+    model = ORTModelForQuestionAnswering.from_pretrained(folder, subfolder="onnx")
+    qa = pipeline("question-answering", model=model, tokenizer=AutoTokenizer.from_pretrained(folder))
+    answers[repo] = qa(question=question, context=context)
+print(json.dumps(answers))
+"""
+
+
+def test_question_answering_pipeline_answers_from_the_pushed_package(encoder_builds: Builds, hub: HubServer,
+                                                                     tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from transformers import AutoModelForQuestionAnswering, AutoTokenizer, pipeline
+
+    monkeypatch.setenv("HF_TOKEN", SENTINEL)
+    builds = {arch: encoder_builds.get(arch, "question-answering") for arch in ENCODERS}
+    for built in builds.values():
+        pushed = CliRunner().invoke(main, ["push", str(built.recipe), "--out", str(built.out)])
+        assert pushed.exit_code == 0, pushed.output
+    env = {**os.environ, "HF_HOME": str(tmp_path / "consumer-home")}
+    env.pop("HF_TOKEN")  # a public repo: the consumer needs no token
+    proc = subprocess.run([sys.executable, "-c", QA_CONSUMER, QUESTION, CONTEXT, *(b.repo for b in builds.values())],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    answers = json.loads(proc.stdout.strip().splitlines()[-1])
+
+    for arch, built in builds.items():
+        eager = pipeline("question-answering", model=AutoModelForQuestionAnswering.from_pretrained(built.checkpoint),
+                         tokenizer=AutoTokenizer.from_pretrained(built.checkpoint))
+        want = eager(question=QUESTION, context=CONTEXT)
+        got = answers[built.repo]
+        assert got["answer"] and CONTEXT[got["start"]:got["end"]] == got["answer"], (arch, got)
+        assert (got["answer"], got["start"], got["end"]) == (want["answer"], want["start"], want["end"]), \
+            (arch, got, want)
+        assert abs(got["score"] - want["score"]) < 1e-4
+        record(arch, "question-answering", "onnx", built=True, parity=True,
+               consumer="ORTModelForQuestionAnswering in pipeline('question-answering'), from the pushed package")
+
+
+def _embedding_build(tmp_path: Path, arch: str, section: dict, **st_files: object) -> tuple[Path, dict]:
+    checkpoint = make_checkpoint(tmp_path / "checkpoint", arch, "feature-extraction")
+    if st_files:
+        write_sentence_transformers_files(checkpoint, **st_files)  # type: ignore[arg-type]
+    recipe = write_recipe(tmp_path / "r.yaml", checkpoint, sentence_embedding=section)
+    result = CliRunner().invoke(main, ["build", str(recipe), "--out", str(tmp_path / "out"), "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    return Path(data["package_dir"]), data
+
+
+def _reference_embedding(hidden: np.ndarray, mask: np.ndarray, mode: str, normalize: bool) -> np.ndarray:
+    """sentence-transformers' pooling, written independently in numpy."""
+    m = mask.astype(np.float64)[..., None]
+    if mode == "mean":
+        pooled = (hidden * m).sum(1) / np.maximum(m.sum(1), 1e-9)
+    elif mode == "cls":
+        pooled = hidden[:, 0].astype(np.float64)
+    else:
+        pooled = np.where(m > 0, hidden, -1e9).max(1)
+    return pooled / np.linalg.norm(pooled, axis=1, keepdims=True) if normalize else pooled
+
+
+@pytest.mark.parametrize("arch", ENCODERS)
+def test_sentence_embedding_is_pooled_and_normalized_inside_the_graph(tmp_path: Path, arch: str) -> None:
+    """``sentence_embedding: {}`` reads mean pooling and Normalize from the checkpoint's
+    sentence-transformers files; the graph outputs the embedding, gated against eager's."""
+    import onnx
+    import onnxruntime as ort
+    import torch
+    from optimum.onnxruntime import ORTModelForFeatureExtraction
+
+    pkg, data = _embedding_build(tmp_path, arch, {}, pooling="mean", normalize=True)
+    report = data["parity"]["artifacts"]["onnx"]
+    assert report["passed"]
+    for batch in report["batches"]:
+        checks = {o["output"]: o for o in batch["outputs"]}
+        assert checks["sentence_embedding"]["max_abs"] <= 1e-4 and checks["sentence_embedding"]["gated"]
+    graph = onnx.load(str(pkg / "onnx" / "model.onnx"))
+    assert [o.name for o in graph.graph.output] == ["last_hidden_state", "sentence_embedding"]
+
+    inputs, outputs = _golden(pkg)
+    session = ort.InferenceSession(str(pkg / "onnx" / "model.onnx"), providers=["CPUExecutionProvider"])
+    names = {i.name for i in session.get_inputs()}
+    model = ORTModelForFeatureExtraction.from_pretrained(pkg, subfolder="onnx")
+    for batch, feed in inputs.items():
+        want = outputs[batch]["sentence_embedding"]
+        independent = _reference_embedding(outputs[batch]["last_hidden_state"], feed["attention_mask"], "mean", True)
+        np.testing.assert_allclose(want, independent, atol=1e-5)  # the eager reference is what ST computes
+        np.testing.assert_allclose(np.linalg.norm(want, axis=1), 1.0, atol=1e-5)
+        (embedding,) = session.run(["sentence_embedding"], {k: v for k, v in feed.items() if k in names})
+        np.testing.assert_allclose(embedding, want, atol=1e-5)
+        with torch.inference_mode():
+            hidden = model(**{k: torch.from_numpy(v) for k, v in feed.items()}).last_hidden_state.numpy()
+        np.testing.assert_allclose(hidden, outputs[batch]["last_hidden_state"], atol=1e-4, rtol=1e-4)
+    record(arch, "sentence-embeddings", "onnx", built=True, parity=True,
+           consumer="onnxruntime (sentence_embedding output); ORTModelForFeatureExtraction",
+           note="mean pooling + L2 normalization in the graph")
+
+
+@pytest.mark.parametrize("section,files,mode,normalize", [
+    ({"pooling": "cls", "normalize": False}, {}, "cls", False),  # a plain checkpoint: the recipe says all
+    ({"pooling": "max", "normalize": True}, {}, "max", True),
+    ({}, {"pooling": "cls", "normalize": False}, "cls", False),  # both read from the checkpoint
+    ({"pooling": "mean"}, {"pooling": "cls", "normalize": True}, "mean", True),  # the recipe overrides auto
+])
+def test_other_pooling_modes_follow_the_recipe_or_the_checkpoint(tmp_path: Path, section: dict, files: dict,
+                                                                 mode: str, normalize: bool) -> None:
+    pkg, data = _embedding_build(tmp_path, "bert", section, **files)
+    assert data["parity"]["artifacts"]["onnx"]["passed"]
+    inputs, outputs = _golden(pkg)
+    for batch, feed in inputs.items():
+        independent = _reference_embedding(outputs[batch]["last_hidden_state"], feed["attention_mask"], mode,
+                                           normalize)
+        np.testing.assert_allclose(outputs[batch]["sentence_embedding"], independent, atol=1e-5)
+
+
+@pytest.mark.parametrize("task,section,files,exit_code,message", [
+    ("text-classification", {}, None, 2, "sentence_embedding: pools token embeddings: needs task "
+                                         "feature-extraction or sentence-similarity (got 'text-classification')"),
+    ("feature-extraction", {"pooling": "mean"}, None, 2,
+     "sentence_embedding.normalize: auto: "),
+    ("feature-extraction", {}, None, 2, "sentence_embedding.pooling: auto: "),
+    ("feature-extraction", {}, {"extra_modules": ("sentence_transformers.models.Dense",)}, 2,
+     "lists sentence_transformers.models.Dense: only Transformer, Pooling and Normalize"),
+    ("feature-extraction", {}, {"pooling": "sqrt"}, 2, "enables pooling_mode_mean_sqrt_len_tokens; exactly one of"),
+    ("feature-extraction", {"pooling": "median"}, None, 2,
+     "sentence_embedding.pooling: input should be 'auto', 'mean', 'cls' or 'max' (got 'median')"),
+])
+def test_sentence_embedding_errors_are_one_line_and_write_nothing(tmp_path: Path, checkpoints: dict, task: str,
+                                                                  section: dict, files: dict | None, exit_code: int,
+                                                                  message: str) -> None:
+    checkpoint = checkpoints[("bert", "feature-extraction")]
+    if files is not None:
+        checkpoint = make_checkpoint(tmp_path / "checkpoint", "bert", "feature-extraction")
+        write_sentence_transformers_files(checkpoint, **files)
+    recipe = write_recipe(tmp_path / "r.yaml", checkpoint, task=task, sentence_embedding=section)
+    result = CliRunner().invoke(main, ["build", str(recipe), "--out", str(tmp_path / "out")])
+    assert result.exit_code == exit_code, result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and message in errors[0], result.stderr
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "out" / "tiny" / "stages").exists()
