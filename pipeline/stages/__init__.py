@@ -4,7 +4,8 @@ Adding a target is one module here: define its params model and a :class:`Stage`
 decorated with :func:`register_stage`, then import the module below.
 """
 
-from pipeline.stages import onnx  # noqa: F401  (registers the stage)
+import pipeline.stages.onnx  # noqa: F401  (registered first: the registry's order is the build's)
+from pipeline.stages import bettertransformer, torch_export, torchscript  # noqa: F401  (register)
 from pipeline.stages.base import (
     Artifact,
     Gate,

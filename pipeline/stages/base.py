@@ -109,6 +109,10 @@ class Stage(Generic[P]):
         """The default gate of one of this stage's artifacts (the recipe may override fields)."""
         return self.default_gate
 
+    def check(self, params: P, config: Mapping[str, Any], task: str) -> None:
+        """Refuse a model this target cannot build, from its config.json alone (``task`` as the recipe
+        writes it), before the build loads anything. Raises UnsupportedModelError; the default accepts."""
+
     def run(self, ctx: StageContext, params: P) -> list[Artifact]:
         raise NotImplementedError
 

@@ -1,0 +1,147 @@
+"""What the torch targets (torchscript, torch_export, bettertransformer) share: which models they take,
+their example inputs, a positional wrapper with tuple outputs, and a numpy-in, numpy-out runner.
+
+Not a stage itself (it registers nothing). It must not decide gating or packaging, and it imports
+torch only inside functions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import logging
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from pipeline.errors import UnsupportedModelError
+from pipeline.stages.base import Runner
+
+# The inputs a text model's golden batches carry (pipeline.parity.synthetic_batch makes these).
+TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+TEXT_TASKS = ("feature-extraction", "text-classification", "token-classification", "question-answering",
+              "fill-mask")
+JIT_DEPRECATED = ("torch.jit is deprecated since torch 2.10 (trace, script, save and load warn on every call); "
+                  "this artifact still loads with torch.jit.load today, but prefer the torch_export target")
+
+
+def check_model(stage: str, config: Mapping[str, Any], task: str | None = None) -> None:
+    """Refuse, in one line and before any heavy work, what one traced/exported forward cannot be.
+
+    Args:
+        config: the checkpoint's config.json (read without transformers).
+        task: the recipe's task, if known.
+
+    Raises:
+        UnsupportedModelError: an encoder-decoder model, a generation task (its gate compares greedy
+            decoding, which one forward does not do), or an image task.
+    """
+    model_type = config.get("model_type", "?")
+    supported = f"{stage} supports text models' single forward pass (encoders: {', '.join(TEXT_TASKS)})"
+    if config.get("is_encoder_decoder"):
+        raise UnsupportedModelError(f"{stage}: model type {model_type!r} is an encoder-decoder; {supported}; "
+                                    "use the onnx target for it")
+    base = (task or "").removesuffix("-with-past")
+    if base in ("text-generation", "text2text-generation", "multiple-choice") or base.startswith("image-"):
+        raise UnsupportedModelError(f"{stage}: task {task!r} ({model_type}) is not supported; {supported}; "
+                                    "use the onnx target for it")
+
+
+def input_names(stage: str, source: Any) -> list[str]:
+    """The model inputs, in the order the artifact takes them: the tokenizer's, that forward accepts.
+
+    Raises:
+        UnsupportedModelError: the model takes inputs other than token ids and masks.
+    """
+    accepted = set(inspect.signature(source.model.forward).parameters)
+    wanted = list(getattr(source.tokenizer, "model_input_names", []) or [])
+    names = [n for n in wanted if n in accepted]
+    other = [n for n in names if n not in TEXT_INPUTS]
+    if "input_ids" not in names or other:
+        raise UnsupportedModelError(
+            f"{stage}: model type {source.model_type!r} takes {', '.join(wanted) or 'no named inputs'}; "
+            f"{stage} supports text models taking {', '.join(TEXT_INPUTS)}")
+    return names
+
+
+def example_inputs(source: Any, names: Sequence[str], shape: tuple[int, int]) -> dict[str, np.ndarray]:
+    """A padded batch of ordinary tokens from the recipe's tokenizer, at ``shape`` (the trace shape)."""
+    from pipeline.parity import synthetic_batch
+
+    return synthetic_batch(source.tokenizer, set(names), shape[0], shape[1], np.random.default_rng(0))
+
+
+def positional(model: Any, names: Sequence[str]) -> Any:
+    """``model`` as a module taking its inputs positionally (in ``names`` order) and returning a tuple
+    (``return_dict=False``, no cache): what tracing and torch.export need, and what a consumer with
+    only torch can call."""
+    import torch
+
+    accepted = set(inspect.signature(model.forward).parameters)
+    extra: dict[str, Any] = {"return_dict": False}
+    if "use_cache" in accepted:
+        extra["use_cache"] = False
+
+    class Positional(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            return tuple(self.model(**dict(zip(names, inputs, strict=True)), **extra))
+
+    return Positional().eval()
+
+
+def output_names(model: Any, inputs: Mapping[str, np.ndarray]) -> list[str]:
+    """Names of the tensors the model returns, in the order its tuple output has them (the same
+    names as the golden eager outputs, which parity compares by name)."""
+    import torch
+
+    accepted = set(inspect.signature(model.forward).parameters)
+    extra = {"use_cache": False} if "use_cache" in accepted else {}
+    with torch.inference_mode():
+        out = model(**{k: torch.from_numpy(v) for k, v in inputs.items()}, **extra, return_dict=True)
+    return [k for k, v in out.items() if isinstance(v, torch.Tensor)]
+
+
+def tensors(inputs: Mapping[str, np.ndarray], names: Sequence[str]) -> list[Any]:
+    """The named numpy inputs as int64 torch tensors, in ``names`` order (a missing attention mask
+    or token type ids is all ones or zeros, as the tokenizer would give)."""
+    import torch
+
+    ids = np.asarray(inputs["input_ids"])
+    defaults = {"attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+    return [torch.from_numpy(np.ascontiguousarray(np.asarray(inputs[n] if n in inputs else defaults[n]),
+                                                  dtype=np.int64)) for n in names]
+
+
+def tuple_runner(call: Any, inputs: Sequence[str], outputs: Sequence[str]) -> Runner:
+    """A module taking positional tensors and returning a tuple, as a numpy-in, numpy-out runner."""
+    import torch
+
+    def run(feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        with torch.inference_mode():
+            result = call(*tensors(feed, inputs))
+        result = result if isinstance(result, (tuple, list)) else (result,)
+        return {name: value.detach().float().numpy() for name, value in zip(outputs, result, strict=True)}
+
+    return run
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """torch.jit's deprecation warnings (one per call) and the tracer's warnings (about exactly what
+    the parity gate checks) would bury the build's output: the deprecation is noted once, in the
+    artifact's metadata and the build's warnings, instead."""
+    torch_logger = logging.getLogger("torch")
+    level = torch_logger.level
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch_logger.setLevel(logging.ERROR)
+        try:
+            yield
+        finally:
+            torch_logger.setLevel(level)

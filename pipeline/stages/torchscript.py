@@ -1,0 +1,74 @@
+"""TorchScript target: the loaded model traced with example inputs from the recipe's tokenizer, frozen.
+
+``torch.jit.trace`` of the model taking its inputs positionally (``return_dict=False``, no cache),
+``torch.jit.freeze``, optionally ``torch.jit.optimize_for_inference``, saved as ``model.pt``. The
+trace shape is the export shape parity knows (2x16), so a shape the tracer baked in fails the gate
+at the other golden shapes with a message that says so. torch.jit is deprecated: the build notes it
+once (artifact metadata and the build's warnings) and silences the per-call warnings. This module
+builds and runs the artifact; it does not gate it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+
+from pipeline.errors import StageError
+from pipeline.stages import torch_common
+from pipeline.stages.base import Artifact, Runner, Stage, StageContext, StageParams, register_stage
+
+MODEL_FILE = "model.pt"
+
+
+class TorchScriptParams(StageParams):
+    optimize_for_inference: bool = Field(
+        default=False, description="also run torch.jit.optimize_for_inference (fuses conv/bn, may pre-pack "
+                                   "weights for the CPU it runs on)")
+
+
+@register_stage("torchscript")
+class TorchScript(Stage[TorchScriptParams]):
+    params_model = TorchScriptParams
+    version = 1
+    description = "torch.jit.trace + freeze of the model, run with torch.jit.load"
+    package_folder = "torchscript"
+
+    def check(self, params: TorchScriptParams, config: Mapping[str, Any], task: str) -> None:
+        torch_common.check_model(self.name, config, task)
+
+    def run(self, ctx: StageContext, params: TorchScriptParams) -> list[Artifact]:
+        import torch
+
+        from pipeline.parity import EXPORT_SHAPE
+
+        source = ctx.source
+        torch_common.check_model(self.name, source.config.to_dict(), source.task)
+        names = torch_common.input_names(self.name, source)
+        example = torch_common.example_inputs(source, names, EXPORT_SHAPE)
+        outputs = torch_common.output_names(source.model, example)
+        module = torch_common.positional(source.model, names)
+        with torch_common.quiet(), torch.no_grad():
+            try:
+                traced = torch.jit.trace(module, tuple(torch_common.tensors(example, names)), check_trace=False)
+                frozen = torch.jit.freeze(traced.eval())
+                if params.optimize_for_inference:
+                    frozen = torch.jit.optimize_for_inference(frozen)
+            except Exception as e:  # the tracer raises bare RuntimeErrors for unsupported Python
+                raise StageError(self.name, f"torch.jit.trace failed: {type(e).__name__}: "
+                                 f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}") from e
+            torch.jit.save(frozen, str(ctx.workdir / MODEL_FILE))
+        return [Artifact(name=self.name, files=(MODEL_FILE,), metadata={
+            "file": MODEL_FILE, "inputs": names, "outputs": outputs, "trace_shape": list(EXPORT_SHAPE),
+            "torch": torch.__version__, "layout": "torch.jit.ScriptModule (traced, frozen): forward(*inputs) -> "
+            "tuple of outputs", "optimize_for_inference": params.optimize_for_inference,
+            "notes": [torch_common.JIT_DEPRECATED]})]
+
+    def runner(self, stage_dir: Path, artifact: Artifact, threads: int | None = None) -> Runner:
+        import torch
+
+        with torch_common.quiet():
+            module = torch.jit.load(str(stage_dir / artifact.metadata["file"]), map_location="cpu").eval()
+        return torch_common.tuple_runner(module, artifact.metadata["inputs"], artifact.metadata["outputs"])
