@@ -139,10 +139,18 @@ def run(build_dir: Path, source: Any, settings: BenchSettings,
 
     Raises:
         PipelineError: ``build_dir`` has no completed build (no parity.json or stage records).
+        UnsupportedModelError: a generation or image task (the harness times encoder forward passes).
     """
     import torch
 
+    from pipeline.errors import UnsupportedModelError
+    from pipeline.parity import task_kind
+
     emit = on_event or (lambda step, message: None)
+    if task_kind(source.task) != "text":  # generation and image inputs are not what this harness times yet
+        raise UnsupportedModelError(f"bench: not supported for {source.model_type}/{source.task}: the benchmark "
+                                    "times one forward pass over token batches (encoder tasks); the build and its "
+                                    "parity gate do not need it")
     parity_path = build_dir / "parity.json"
     if not parity_path.is_file():
         raise PipelineError(f"{build_dir}: no parity.json: run `convert build` first")

@@ -158,7 +158,6 @@ def build(recipe: Recipe, out: Path, *, on_event: Events | None = None, options:
 
     Raises:
         SourceError: the source cannot be resolved or is unsafe.
-        UnsupportedModelError: a target does not support the model type or task.
         StageError: a stage could not produce its output.
         ParityError: an artifact ran but failed its gate; ``parity.json`` says where. Nothing is
             packaged and the previous package is left as it was.
@@ -167,8 +166,6 @@ def build(recipe: Recipe, out: Path, *, on_event: Events | None = None, options:
     started = time.perf_counter()
     emit("source", f"resolving {recipe.source.describe()}")
     source = _Source(recipe, source_mod.resolve(recipe), emit)  # read-only: a bad source writes nothing
-    for name, params in recipe.target_params().items():  # a model a target cannot build: before any loading
-        get_stage(name).check(params, source.config, recipe.task)
     build_dir = out / recipe.name
     with build_lock(build_dir, emit):
         return _build(recipe, build_dir, source, emit, options or Options(), started)
@@ -187,11 +184,8 @@ def _build(recipe: Recipe, build_dir: Path, source: _Source, emit: Events, optio
     batches, reference, why = _reuse_golden(build_dir, golden_fp, options)
     if batches is None:
         emit("golden", f"computing eager outputs on golden inputs ({why})")
-        loaded = source.loaded
-        batches = parity.golden_batches(recipe.validation.texts, recipe.validation.shapes, loaded.tokenizer,
-                                        getattr(loaded.config, "max_position_embeddings", None),
-                                        seed=recipe.validation.seed)
-        reference = parity.eager_outputs(loaded.model, batches, pooling=loaded.pooling)
+        batches, reference = parity.golden(source.loaded, recipe.validation.texts, recipe.validation.shapes,
+                                           seed=recipe.validation.seed)
         with atomic_dir(build_dir / "golden") as tmp:
             parity.save_golden(tmp / package.GOLDEN_INPUTS, tmp / package.GOLDEN_OUTPUTS, batches, reference)
             write_json(tmp / GOLDEN_RECORD, {"fingerprint": golden_fp, "batches": [b.name for b in batches]})
@@ -206,7 +200,6 @@ def _build(recipe: Recipe, build_dir: Path, source: _Source, emit: Events, optio
     reports: dict[str, parity.ArtifactParity] = {}
     parity_fps: dict[str, str] = {}
     passing: list[package.PackagedArtifact] = []
-    notes: list[str] = []
     for name, params in recipe.target_params().items():
         stage = get_stage(name)
         stage_dir = build_dir / "stages" / name
@@ -225,8 +218,6 @@ def _build(recipe: Recipe, build_dir: Path, source: _Source, emit: Events, optio
         seconds = time.perf_counter() - t
         timings[name] = seconds
         artifacts = _artifacts(record)
-        # what a stage wants said once per build (a deprecated runtime, a fallback it took)
-        notes += [f"{a.name}: {note}" for a in artifacts for note in a.metadata.get("notes", [])]
         runs.append(StageRun(name, status, why, round(seconds, 3), stage_fp, [a.name for a in artifacts],
                              [a.name for a in artifacts if a.optional]))
 
@@ -266,9 +257,6 @@ def _build(recipe: Recipe, build_dir: Path, source: _Source, emit: Events, optio
                 for f in r.failures]
     for warning in warnings:
         emit("parity", warning)
-    for note in notes:
-        emit("note", note)
-    warnings = notes + warnings
     package_dir = None
     bench_report = None
     if not failures and recipe.bench.on_build:

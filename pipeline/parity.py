@@ -4,6 +4,21 @@ Golden inputs are the recipe's real texts (tokenized together, so with padding) 
 batches at the recipe's shapes, each with rows of different lengths (padding again). At least one
 batch differs from the export shape in batch size and one in sequence length, so a shape baked
 into a graph shows. This module compares numbers; it does not build or run artifacts itself.
+
+The kind of task decides what a golden batch holds and what eager computes (:func:`golden`):
+
+- text (encoders): token batches, right-padded; every output of the eager forward.
+- generation (decoder-only, ``text-generation*``): prompts left-padded as batched generation pads
+  them, plus ``max_new_tokens``; eager gives ``logits`` at prefill (every prompt position, positions
+  counted over real tokens as ``generate`` counts them) and ``generate(do_sample=False)``'s tokens
+  (``generated_ids``) and the logits each was picked from (``step_logits``).
+- seq2seq (``text2text-generation*``): right-padded encoder inputs; the encoder's
+  ``encoder_last_hidden_state`` and the greedy ``generated_ids``/``step_logits``.
+- image (``image-*``): ``pixel_values`` from the checkpoint's image processor on seeded synthetic
+  images of several sizes, one batch per recipe shape (its batch size); eager forward outputs.
+
+Integer outputs (``generated_ids``) must equal eager exactly; an artifact of a generation task that
+returns no ``generated_ids`` fails its gate.
 """
 
 from __future__ import annotations
@@ -25,6 +40,23 @@ from pipeline.stages.base import Gate, Outputs, Runner
 # optimum's ONNX exporter traces with batch 2, sequence 16 (optimum.utils.DEFAULT_DUMMY_SHAPES).
 EXPORT_SHAPE = (2, 16)
 TEXTS = "texts"  # the golden batch made of the recipe's real texts
+PIXELS = "pixel_values"
+DECODE_STEPS = 4  # greedy tokens generated per golden batch of a generation task
+GENERATED = "generated_ids"  # same names as pipeline.stages.onnx_generation (which imports no parity)
+STEP_LOGITS = "step_logits"
+MAX_NEW_TOKENS = "max_new_tokens"
+
+
+def task_kind(task: str) -> str:
+    """``text``, ``generation`` (decoder-only), ``seq2seq`` or ``image``: what golden inputs look like."""
+    base = task.removesuffix("-with-past")
+    if base == "text-generation":
+        return "generation"
+    if base == "text2text-generation":
+        return "seq2seq"
+    if base.startswith("image-"):
+        return "image"
+    return "text"
 
 
 @dataclass(frozen=True)
@@ -33,9 +65,10 @@ class GoldenBatch:
     inputs: dict[str, np.ndarray]
 
     @property
-    def shape(self) -> tuple[int, int]:
-        b, s = self.inputs["input_ids"].shape
-        return int(b), int(s)
+    def shape(self) -> tuple[int, ...]:
+        """[batch, sequence] of a token batch, [batch, channels, height, width] of an image batch."""
+        main = self.inputs["input_ids"] if "input_ids" in self.inputs else self.inputs[PIXELS]
+        return tuple(int(d) for d in main.shape)
 
     @property
     def padded_tokens(self) -> int:
@@ -90,14 +123,71 @@ def synthetic_batch(tokenizer: Any, names: set[str], batch: int, seq: int, rng: 
     return out
 
 
-def eager_outputs(model: Any, batches: Sequence[GoldenBatch], pooling: Pooling | None = None) -> list[Outputs]:
-    """Run the eager PyTorch model on every batch; tensors of its output, as float32 numpy.
+def golden(source: Any, texts: Sequence[str], shapes: Sequence[tuple[int, int]],
+           seed: int = 0) -> tuple[list[GoldenBatch], list[Outputs]]:
+    """Golden batches for ``source`` (a :class:`pipeline.source.LoadedSource`) and the eager model's
+    outputs on them, as the kind of its task asks (see the module docstring)."""
+    kind = task_kind(source.task)
+    if kind == "image":
+        batches = image_batches(source.processor, shapes, seed)
+    else:
+        max_positions = getattr(source.config, "max_position_embeddings", None)
+        if kind == "generation" and max_positions:
+            max_positions -= DECODE_STEPS  # room for the generated tokens
+        tokenizer = source.tokenizer
+        if kind == "generation" and tokenizer.pad_token_id is None:  # GPT-2 has none: generation pads with eos
+            import copy
+
+            tokenizer = copy.deepcopy(tokenizer)
+            tokenizer.pad_token = tokenizer.eos_token
+        batches = golden_batches(texts, shapes, tokenizer, max_positions, seed=seed)
+        if kind in ("generation", "seq2seq"):
+            steps = np.array([DECODE_STEPS], dtype=np.int64)
+            batches = [GoldenBatch(b.name, {**_prompt(b.inputs, left=kind == "generation"), MAX_NEW_TOKENS: steps})
+                       for b in batches]
+    return batches, eager_outputs(source.model, batches, kind=kind, pooling=source.pooling)
+
+
+def _prompt(inputs: Mapping[str, np.ndarray], left: bool) -> dict[str, np.ndarray]:
+    """input_ids and attention_mask only (generate takes no token_type_ids), padding moved to the
+    left for decoder-only models: batched generation continues every row from its last column."""
+    ids, mask = inputs["input_ids"], inputs["attention_mask"]
+    if left:  # trailing padding moves to the front (a tokenizer that pads left has none)
+        shifts = np.argmax(mask[:, ::-1] == 1, axis=1)  # trailing zeros of each row
+        ids = np.stack([np.roll(row, int(n)) for row, n in zip(ids, shifts, strict=True)])
+        mask = np.stack([np.roll(row, int(n)) for row, n in zip(mask, shifts, strict=True)])
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+def image_batches(processor: Any, shapes: Sequence[tuple[int, int]], seed: int = 0) -> list[GoldenBatch]:
+    """One batch of seeded random RGB images per recipe shape (its batch size; images of several
+    sizes, so the processor resizes), as ``pixel_values`` from the checkpoint's image processor.
+    At least one batch size differs from the export's."""
+    rng = np.random.default_rng(seed)
+    sizes = list(dict.fromkeys(b for b, _ in shapes))
+    if all(b == EXPORT_SHAPE[0] for b in sizes):
+        sizes.append(EXPORT_SHAPE[0] + 1)
+    batches = []
+    for b in sizes:
+        images = [rng.integers(0, 256, size=(24 + 8 * (i % 3), 40 - 6 * (i % 2), 3), dtype=np.uint8)
+                  for i in range(b)]
+        pixels = np.asarray(processor(images=images, return_tensors="np")[PIXELS], dtype=np.float32)
+        batches.append(GoldenBatch(f"images_{b}", {PIXELS: pixels}))
+    return batches
+
+
+def eager_outputs(model: Any, batches: Sequence[GoldenBatch], kind: str = "text",
+                  pooling: Pooling | None = None) -> list[Outputs]:
+    """Run the eager PyTorch model on every batch; tensors of its output, as float32 numpy
+    (generation kinds: see :func:`_eager_generation`).
 
     With ``pooling`` (the recipe's sentence_embedding), also ``sentence_embedding``: the eager token
     embeddings pooled by the same code the exported graph runs (:func:`pipeline.pooling.pool`).
     """
     import torch
 
+    if kind in ("generation", "seq2seq"):
+        return _eager_generation(model, batches, kind)
     accepted = set(inspect.signature(model.forward).parameters)
     results = []
     with torch.inference_mode():
@@ -111,6 +201,48 @@ def eager_outputs(model: Any, batches: Sequence[GoldenBatch], pooling: Pooling |
             results.append({k: v.detach().float().numpy() for k, v in tensors.items()})
     return results
 
+
+def _eager_generation(model: Any, batches: Sequence[GoldenBatch], kind: str) -> list[Outputs]:
+    """``model.generate`` with ``do_sample=False`` for ``max_new_tokens`` steps: the tokens and the
+    raw logits each was picked from; plus prefill logits (decoder-only) or the encoder's output.
+
+    generate runs under a plain greedy generation config (no end-of-sequence stop, no logits
+    processors such as a checkpoint's repetition penalty), so every step is the argmax of raw logits:
+    the reference an artifact's step-by-step decoding can be compared with for every step.
+    """
+    import torch
+    from transformers import GenerationConfig
+
+    config = model.config
+    eos = config.eos_token_id[0] if isinstance(config.eos_token_id, list) else config.eos_token_id
+    pad = config.pad_token_id if config.pad_token_id is not None else (eos if eos is not None else 0)
+    plain = GenerationConfig(do_sample=False, num_beams=1, eos_token_id=None, pad_token_id=pad,
+                             bos_token_id=config.bos_token_id,
+                             decoder_start_token_id=getattr(config, "decoder_start_token_id", None))
+    saved, model.generation_config = model.generation_config, plain
+    results = []
+    try:
+        with torch.inference_mode():
+            for batch in batches:
+                ids = torch.from_numpy(batch.inputs["input_ids"])
+                mask = torch.from_numpy(batch.inputs["attention_mask"])
+                steps = int(batch.inputs[MAX_NEW_TOKENS].reshape(-1)[0])
+                out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=steps,
+                                     output_logits=True, return_dict_in_generate=True)
+                generated = out.sequences[:, -steps:]
+                result = {GENERATED: generated.numpy().astype(np.int64),
+                          STEP_LOGITS: torch.stack(out.logits, dim=1).float().numpy()}
+                if kind == "generation":
+                    positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)
+                    result["logits"] = model(input_ids=ids, attention_mask=mask, position_ids=positions).logits \
+                        .float().numpy()
+                else:
+                    result["encoder_last_hidden_state"] = model.get_encoder()(
+                        input_ids=ids, attention_mask=mask).last_hidden_state.float().numpy()
+                results.append(result)
+    finally:
+        model.generation_config = saved
+    return results
 
 
 @dataclass
@@ -213,6 +345,23 @@ def compare(actual: np.ndarray, expected: np.ndarray, gate: Gate, logits: bool,
     return check, why
 
 
+def compare_exact(actual: np.ndarray, expected: np.ndarray) -> tuple[OutputCheck, list[str]]:
+    """Integer outputs (generated token ids, ``[batch, step]``): every value must equal eager's."""
+    a, e = np.asarray(actual), np.asarray(expected)
+    differ = a != e
+    over = int(differ.sum())
+    agreement = float((~differ).mean()) if differ.size else 1.0
+    check = OutputCheck(output="", shape=list(a.shape), max_abs=float(np.abs(a.astype(np.float64) - e).max())
+                        if a.size else 0.0, max_rel=0.0, min_cosine=0.0 if over else 1.0,
+                        min_pooled_cosine=None, argmax_agreement=agreement, over_tolerance=over,
+                        elements=int(a.size))
+    why = []
+    if over:
+        row, step = (int(i) for i in np.argwhere(differ.reshape(a.shape[0], -1))[0])
+        why.append(f"{over} of {a.size} tokens differ from eager greedy generation (first: row {row}, step {step})")
+    return check, why
+
+
 def check_artifact(name: str, runner: Runner, batches: Sequence[GoldenBatch],
                    reference: Sequence[Outputs], gate: Gate, skips_padding: bool = False) -> ArtifactParity:
     """Run ``runner`` on every golden batch and compare each output it shares with eager.
@@ -233,6 +382,10 @@ def check_artifact(name: str, runner: Runner, batches: Sequence[GoldenBatch],
                             + _baked_hint(batch.shape))
             continue
         common = [k for k in actual if k in expected]
+        if GENERATED in expected and GENERATED not in actual:  # prefill logits alone would not show a bad cache
+            failures.append(f"{name}: generates no tokens at {shape} ({batch.name}): a generation task's artifact "
+                            f"must return {GENERATED!r} (outputs: {', '.join(actual)})")
+            continue
         if not common:
             failures.append(f"{name}: no output in common with eager at {shape} "
                             f"(artifact: {', '.join(actual)}; eager: {', '.join(expected)})")
@@ -251,8 +404,11 @@ def check_artifact(name: str, runner: Runner, batches: Sequence[GoldenBatch],
                 # real tokens only; rows stay rows so per-sample cosine still means one sample
                 got = np.where(keep.reshape(*keep.shape, *([1] * (got.ndim - 2))), got, 0)
                 want = np.where(keep.reshape(*keep.shape, *([1] * (want.ndim - 2))), want, 0)
-            check, why = compare(got, want, gate, logits=key.endswith("logits"), mask=mask,
-                                 pooled_output=key == POOLED_OUTPUT)
+            if np.issubdtype(np.asarray(want).dtype, np.integer):  # token ids: equal, or wrong
+                check, why = compare_exact(got, want)
+            else:
+                check, why = compare(got, want, gate, logits=key.endswith("logits"), mask=mask,
+                                     pooled_output=key == POOLED_OUTPUT)
             check.output = key
             gated = gate.batches == "all" or batch.name == TEXTS
             check.gated = gated
@@ -267,6 +423,10 @@ def check_artifact(name: str, runner: Runner, batches: Sequence[GoldenBatch],
                 "them)" if skips_padding else "all positions, padding included")
     if gate.batches == TEXTS:
         compared += "; gated on the recipe's texts, other batches reported only"
+    if any(GENERATED in r for r in reference):
+        compared += (f"; generation: {GENERATED} must equal eager generate(do_sample=False) token for token, "
+                     f"{STEP_LOGITS} (the logits of every greedy step, the artifact decoding with its own cache) "
+                     "and prefill logits / encoder output under the gate")
     return ArtifactParity(artifact=name, gate=gate.model_dump(), compared=compared,
                           batches=checks, failures=failures)
 

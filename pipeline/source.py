@@ -56,10 +56,11 @@ class LoadedSource:
     resolved: ResolvedSource
     task: str
     model: Any  # transformers.PreTrainedModel, in eval mode
-    tokenizer: Any  # transformers.PreTrainedTokenizerBase
+    tokenizer: Any  # transformers.PreTrainedTokenizerBase; None for image tasks
     config: Any
     model_type: str
     load_info: dict[str, Any] = field(default_factory=dict)
+    processor: Any = None  # the image processor (preprocessor_config.json) of image tasks
     pooling: Pooling | None = None  # the recipe's sentence_embedding, resolved against the checkpoint
 
 
@@ -271,16 +272,33 @@ def load(recipe: Recipe, resolved: ResolvedSource) -> LoadedSource:
             ("task",), f"the checkpoint does not match {type(model).__name__} for task {task!r}: {what}")),
             hint="pick the task the checkpoint was trained for")
     model.eval()
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(resolved.folder, trust_remote_code=remote)
-    except (OSError, ValueError, TypeError) as e:
-        raise SourceError(str(recipe.problem(loc, f"no usable tokenizer in {resolved.folder}: "
-                                                  f"{_first_line(e)}"))) from None
+    tokenizer = processor = None
+    if task.startswith("image-"):  # vision models take pixel_values made by their image processor
+        processor = _image_processor(recipe, loc, resolved.folder)
+    else:
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(resolved.folder, trust_remote_code=remote)
+        except (OSError, ValueError, TypeError) as e:
+            raise SourceError(str(recipe.problem(loc, f"no usable tokenizer in {resolved.folder}: "
+                                                      f"{_first_line(e)}"))) from None
     return LoadedSource(resolved=resolved, task=task, model=model, tokenizer=tokenizer, config=config,
-                        model_type=model_type,
+                        model_type=model_type, processor=processor,
                         load_info={"class": type(model).__name__,
                                    "unexpected_keys": sorted(info.get("unexpected_keys", []))},
                         pooling=resolve_pooling(recipe, resolved.folder))
+
+
+def _image_processor(recipe: Recipe, loc: tuple[str, ...], folder: Path) -> Any:
+    from transformers import AutoImageProcessor
+
+    if not (folder / "preprocessor_config.json").is_file():
+        raise SourceError(str(recipe.problem(loc, f"no preprocessor_config.json in {folder}: an image task needs "
+                                                  "the checkpoint's image processor")))
+    try:  # the slow processor: what a checkpoint saved without use_fast loads today, minus the warning
+        return AutoImageProcessor.from_pretrained(folder, use_fast=False)
+    except (OSError, ValueError, TypeError) as e:
+        raise SourceError(str(recipe.problem(loc, f"no usable image processor in {folder}: "
+                                                  f"{_first_line(e)}"))) from None
 
 
 def _first_line(e: BaseException) -> str:

@@ -14,9 +14,15 @@ the variants the recipe lists, each with optimum's and onnxruntime's own tools:
 Every variant is gated and measured like any artifact; none is assumed faster or accurate.
 optimum's own export validation is switched off: it only warns on a miss.
 
-With the recipe's ``sentence_embedding``, the graph also outputs ``sentence_embedding``: optimum's
-own ONNX config for the model type, with the pooling (pipeline/pooling.py) traced after the
-encoder's forward (:func:`pooled_onnx_config`), so every variant carries it too.
+Generation tasks export what optimum's ORTModel classes load: ``text-generation-with-past`` one
+``model.onnx`` with ``past_key_values.*`` inputs (an empty past at prefill), and
+``text2text-generation(-with-past)`` ``encoder_model.onnx`` plus ``decoder_model_merged.onnx``
+(``ORTModelForSeq2SeqLM`` prefers the merged decoder; the unmerged ``decoder_model.onnx`` and
+``decoder_with_past_model.onnx`` the exporter also writes are dropped, so every shipped graph is
+gated). One artifact lists every graph and its external data. Their runners decode greedily step by
+step (pipeline/stages/onnx_generation.py). The variants are built for single-graph tasks that are not
+generation (encoders, vision); for generation tasks only ``fp32`` is, and a recipe asking for more is
+refused before anything is loaded.
 """
 
 from __future__ import annotations
@@ -27,14 +33,13 @@ import inspect
 import logging
 import shutil
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, field_validator
 
 from pipeline.errors import StageError
-from pipeline.pooling import OUTPUT as POOLED_OUTPUT
 from pipeline.stages.base import Artifact, Gate, Runner, Stage, StageContext, StageParams, register_stage
 
 if TYPE_CHECKING:
@@ -46,6 +51,8 @@ Variant = Literal["fp32", "optimized", "int8", "fp16"]
 VARIANT_FILES: dict[str, str] = {"fp32": ONNX_FILE, "optimized": "model_optimized.onnx",
                                  "int8": "model_quantized.onnx", "fp16": "model_fp16.onnx"}
 LOSSY: frozenset[str] = frozenset({"int8", "fp16"})
+ENCODER_FILE, MERGED_DECODER_FILE = "encoder_model.onnx", "decoder_model_merged.onnx"
+UNMERGED_DECODER_FILES = ("decoder_model.onnx", "decoder_with_past_model.onnx")
 
 
 class OptimizationParams(StageParams):
@@ -78,6 +85,9 @@ class OnnxParams(StageParams):
         return value
 
 
+DECODING = "onnxruntime, greedy, the graphs driven step by step with their past key values"
+
+
 def artifact_name(variant: str) -> str:
     return "onnx" if variant == "fp32" else f"onnx-{variant}"
 
@@ -93,18 +103,38 @@ class OnnxExport(Stage[OnnxParams]):
         return [artifact_name(v) for v in params.variants]
 
     def gate_for(self, artifact: str, task: str) -> Gate:
-        """fp32-class graphs elementwise; lossy ones in task terms, on the recipe's real texts."""
+        """fp32-class graphs elementwise; lossy ones in task terms, on the recipe's real texts (on
+        every batch for image tasks, which have no texts)."""
         variant = artifact.removeprefix("onnx-") if artifact != "onnx" else "fp32"
         if variant not in LOSSY:
             return self.default_gate
         if task == "feature-extraction":
             return Gate(min_pooled_cosine=0.99, batches="texts")
-        return Gate(min_argmax_agreement=1.0, atol=0.1, rtol=0.0, batches="texts")
+        return Gate(min_argmax_agreement=1.0, atol=0.1, rtol=0.0,
+                    batches="all" if task.startswith("image-") else "texts")
+
+    def check(self, params: OnnxParams, config: Mapping[str, Any], task: str) -> None:
+        from pipeline.errors import UnsupportedModelError
+        from pipeline.parity import task_kind
+
+        others = [v for v in params.variants if v != "fp32"]
+        if others and task_kind(task) in ("generation", "seq2seq"):
+            raise UnsupportedModelError(
+                f"targets.onnx.variants: {', '.join(others)} not supported for "
+                f"{config.get('model_type')}/{task} (the variants are built for single-graph encoder and vision "
+                "tasks; a generation task gets the fp32 graphs optimum's ORTModel loads): use variants: [fp32]")
 
     def run(self, ctx: StageContext, params: OnnxParams) -> list[Artifact]:
+        from pipeline.parity import task_kind
+
         work = ctx.workdir
+        kind = task_kind(ctx.source.task)
+        self.check(params, {"model_type": ctx.source.model_type}, ctx.source.task)
         with _quiet():
             self._export(ctx, params)
+        if kind == "seq2seq":
+            return [self._seq2seq_artifact(ctx, params)]
+        with _quiet():
             built = {"fp32": ONNX_FILE}
             if {"optimized", "fp16"} & set(params.variants):
                 ctx.source.config.save_pretrained(work)  # optimum's optimizer reads the model type from it
@@ -124,11 +154,29 @@ class OnnxExport(Stage[OnnxParams]):
             file = built[variant]
             files = tuple(sorted(p.name for p in work.glob(f"{file}*")))  # the graph and its external data
             metadata = {"file": file, "variant": variant, "opset": params.opset, **_io_names(work / file)}
-            if ctx.source.pooling is not None:  # how the sentence_embedding output pools, and who said so
-                metadata[POOLED_OUTPUT] = ctx.source.pooling.to_json()
+            if kind == "generation":
+                metadata["decoding"] = DECODING
             artifacts.append(Artifact(name=artifact_name(variant), files=files, optional=variant in params.optional,
                                       metadata=metadata))
         return artifacts
+
+    def _seq2seq_artifact(self, ctx: StageContext, params: OnnxParams) -> Artifact:
+        work = ctx.workdir
+        for name in (ENCODER_FILE, MERGED_DECODER_FILE):
+            if not (work / name).is_file():
+                raise StageError(self.name, f"the exporter wrote no {name} (files: "
+                                            f"{', '.join(sorted(p.name for p in work.iterdir()))})")
+        for name in UNMERGED_DECODER_FILES:  # not what ORTModelForSeq2SeqLM loads: not shipped, not gated
+            for extra in work.glob(f"{name}*"):
+                extra.unlink()
+        files = tuple(sorted(p.name for p in work.iterdir() if p.name.startswith((ENCODER_FILE, MERGED_DECODER_FILE))))
+        start = ctx.source.config.decoder_start_token_id
+        if start is None:
+            raise StageError(self.name, "the config has no decoder_start_token_id: greedy decoding cannot start")
+        return Artifact(name=artifact_name("fp32"), files=files, optional="fp32" in params.optional,
+                        metadata={"file": MERGED_DECODER_FILE, "encoder": ENCODER_FILE, "variant": "fp32",
+                                  "opset": params.opset, "decoder_start_token_id": int(start), "decoding": DECODING,
+                                  **_io_names(work / MERGED_DECODER_FILE)})
 
     def _export(self, ctx: StageContext, params: OnnxParams) -> None:
         from optimum.exporters.onnx import onnx_export_from_model
@@ -145,11 +193,8 @@ class OnnxExport(Stage[OnnxParams]):
         for produced in sorted(export_dir.glob("*.onnx*")):  # model.onnx and its external data
             shutil.move(str(produced), ctx.workdir / produced.name)
         shutil.rmtree(export_dir)
-        if not (ctx.workdir / ONNX_FILE).is_file():
+        if not (ctx.workdir / ONNX_FILE).is_file() and not (ctx.workdir / ENCODER_FILE).is_file():
             raise StageError(self.name, f"the exporter wrote no {ONNX_FILE}")
-        if custom is not None and POOLED_OUTPUT not in _io_names(ctx.workdir / ONNX_FILE)["outputs"]:
-            # the gate compares the outputs artifact and eager share: a dropped output would go unnoticed
-            raise StageError(self.name, f"the exported graph has no {POOLED_OUTPUT} output")
 
     def _optimize(self, work: Path, params: OnnxParams, fp16: bool) -> str:
         from optimum.onnxruntime import ORTOptimizer
@@ -181,7 +226,15 @@ class OnnxExport(Stage[OnnxParams]):
         return VARIANT_FILES["int8"]
 
     def runner(self, stage_dir: Path, artifact: Artifact, threads: int | None = None) -> Runner:
-        return ort_runner(stage_dir / artifact.metadata["file"], threads=threads)
+        meta = artifact.metadata
+        if "decoding" in meta:  # a generation task: greedy decoding, step by step with the graph's cache
+            from pipeline.stages import onnx_generation
+
+            if "encoder" in meta:
+                return onnx_generation.seq2seq_runner(stage_dir / meta["encoder"], stage_dir / meta["file"],
+                                                      meta["decoder_start_token_id"], threads=threads)
+            return onnx_generation.causal_lm_runner(stage_dir / meta["file"], threads=threads)
+        return ort_runner(stage_dir / meta["file"], threads=threads)
 
 
 def pooled_onnx_config(source: LoadedSource) -> Any:
@@ -194,7 +247,7 @@ def pooled_onnx_config(source: LoadedSource) -> Any:
     """
     from optimum.exporters.tasks import TasksManager
 
-    from pipeline.pooling import TOKEN_OUTPUT, pool
+    from pipeline.pooling import OUTPUT, TOKEN_OUTPUT, pool
 
     pooling = source.pooling
     assert pooling is not None
@@ -206,7 +259,7 @@ def pooled_onnx_config(source: LoadedSource) -> Any:
     class PooledOnnxConfig(base_class):  # type: ignore[misc, valid-type]
         @property
         def outputs(self) -> dict[str, dict[int, str]]:
-            return {**super().outputs, POOLED_OUTPUT: {0: "batch_size"}}
+            return {**super().outputs, OUTPUT: {0: "batch_size"}}
 
         def patch_model_for_export(self, model: Any, model_kwargs: dict[str, Any] | None = None) -> Any:
             patcher = super().patch_model_for_export(model, model_kwargs=model_kwargs)
@@ -218,7 +271,7 @@ def pooled_onnx_config(source: LoadedSource) -> Any:
             def pooled_forward(*args: Any, **kwargs: Any) -> Any:
                 outputs = forward(*args, **kwargs)
                 mask = signature.bind_partial(*args, **kwargs).arguments["attention_mask"]  # the tracer passes
-                outputs[POOLED_OUTPUT] = pool(outputs[TOKEN_OUTPUT], mask, pooling)  # inputs positionally
+                outputs[OUTPUT] = pool(outputs[TOKEN_OUTPUT], mask, pooling)  # inputs positionally
                 return outputs
 
             patcher.patched_forward = pooled_forward
