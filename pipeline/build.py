@@ -158,6 +158,7 @@ def build(recipe: Recipe, out: Path, *, on_event: Events | None = None, options:
 
     Raises:
         SourceError: the source cannot be resolved or is unsafe.
+        UnsupportedModelError: a target does not support the model type or task.
         StageError: a stage could not produce its output.
         ParityError: an artifact ran but failed its gate; ``parity.json`` says where. Nothing is
             packaged and the previous package is left as it was.
@@ -166,6 +167,8 @@ def build(recipe: Recipe, out: Path, *, on_event: Events | None = None, options:
     started = time.perf_counter()
     emit("source", f"resolving {recipe.source.describe()}")
     source = _Source(recipe, source_mod.resolve(recipe), emit)  # read-only: a bad source writes nothing
+    for name, params in recipe.target_params().items():  # a model a target cannot build: before any loading
+        get_stage(name).check(params, source.config, recipe.task)
     build_dir = out / recipe.name
     with build_lock(build_dir, emit):
         return _build(recipe, build_dir, source, emit, options or Options(), started)
@@ -200,6 +203,7 @@ def _build(recipe: Recipe, build_dir: Path, source: _Source, emit: Events, optio
     reports: dict[str, parity.ArtifactParity] = {}
     parity_fps: dict[str, str] = {}
     passing: list[package.PackagedArtifact] = []
+    notes: list[str] = []
     for name, params in recipe.target_params().items():
         stage = get_stage(name)
         stage_dir = build_dir / "stages" / name
@@ -218,6 +222,8 @@ def _build(recipe: Recipe, build_dir: Path, source: _Source, emit: Events, optio
         seconds = time.perf_counter() - t
         timings[name] = seconds
         artifacts = _artifacts(record)
+        # what a stage wants said once per build (a deprecated runtime, a fallback it took)
+        notes += [f"{a.name}: {note}" for a in artifacts for note in a.metadata.get("notes", [])]
         runs.append(StageRun(name, status, why, round(seconds, 3), stage_fp, [a.name for a in artifacts],
                              [a.name for a in artifacts if a.optional]))
 
@@ -257,6 +263,9 @@ def _build(recipe: Recipe, build_dir: Path, source: _Source, emit: Events, optio
                 for f in r.failures]
     for warning in warnings:
         emit("parity", warning)
+    for note in notes:
+        emit("note", note)
+    warnings = notes + warnings
     package_dir = None
     bench_report = None
     if not failures and recipe.bench.on_build:

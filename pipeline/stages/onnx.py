@@ -14,6 +14,10 @@ the variants the recipe lists, each with optimum's and onnxruntime's own tools:
 Every variant is gated and measured like any artifact; none is assumed faster or accurate.
 optimum's own export validation is switched off: it only warns on a miss.
 
+With the recipe's ``sentence_embedding``, the graph also outputs ``sentence_embedding``: optimum's
+own ONNX config for the model type, with the pooling (pipeline/pooling.py) traced after the
+encoder's forward (:func:`pooled_onnx_config`), so every variant carries it too.
+
 Generation tasks export what optimum's ORTModel classes load: ``text-generation-with-past`` one
 ``model.onnx`` with ``past_key_values.*`` inputs (an empty past at prefill), and
 ``text2text-generation(-with-past)`` ``encoder_model.onnx`` plus ``decoder_model_merged.onnx``
@@ -40,6 +44,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field, field_validator
 
 from pipeline.errors import StageError
+from pipeline.pooling import OUTPUT as POOLED_OUTPUT
 from pipeline.stages.base import Artifact, Gate, Runner, Stage, StageContext, StageParams, register_stage
 
 if TYPE_CHECKING:
@@ -156,6 +161,8 @@ class OnnxExport(Stage[OnnxParams]):
             metadata = {"file": file, "variant": variant, "opset": params.opset, **_io_names(work / file)}
             if kind == "generation":
                 metadata["decoding"] = DECODING
+            if ctx.source.pooling is not None:  # how the sentence_embedding output pools, and who said so
+                metadata[POOLED_OUTPUT] = ctx.source.pooling.to_json()
             artifacts.append(Artifact(name=artifact_name(variant), files=files, optional=variant in params.optional,
                                       metadata=metadata))
         return artifacts
@@ -195,6 +202,9 @@ class OnnxExport(Stage[OnnxParams]):
         shutil.rmtree(export_dir)
         if not (ctx.workdir / ONNX_FILE).is_file() and not (ctx.workdir / ENCODER_FILE).is_file():
             raise StageError(self.name, f"the exporter wrote no {ONNX_FILE}")
+        if custom is not None and POOLED_OUTPUT not in _io_names(ctx.workdir / ONNX_FILE)["outputs"]:
+            # the gate compares the outputs artifact and eager share: a dropped output would go unnoticed
+            raise StageError(self.name, f"the exported graph has no {POOLED_OUTPUT} output")
 
     def _optimize(self, work: Path, params: OnnxParams, fp16: bool) -> str:
         from optimum.onnxruntime import ORTOptimizer
@@ -247,7 +257,7 @@ def pooled_onnx_config(source: LoadedSource) -> Any:
     """
     from optimum.exporters.tasks import TasksManager
 
-    from pipeline.pooling import OUTPUT, TOKEN_OUTPUT, pool
+    from pipeline.pooling import TOKEN_OUTPUT, pool
 
     pooling = source.pooling
     assert pooling is not None
@@ -259,7 +269,7 @@ def pooled_onnx_config(source: LoadedSource) -> Any:
     class PooledOnnxConfig(base_class):  # type: ignore[misc, valid-type]
         @property
         def outputs(self) -> dict[str, dict[int, str]]:
-            return {**super().outputs, OUTPUT: {0: "batch_size"}}
+            return {**super().outputs, POOLED_OUTPUT: {0: "batch_size"}}
 
         def patch_model_for_export(self, model: Any, model_kwargs: dict[str, Any] | None = None) -> Any:
             patcher = super().patch_model_for_export(model, model_kwargs=model_kwargs)
@@ -271,7 +281,7 @@ def pooled_onnx_config(source: LoadedSource) -> Any:
             def pooled_forward(*args: Any, **kwargs: Any) -> Any:
                 outputs = forward(*args, **kwargs)
                 mask = signature.bind_partial(*args, **kwargs).arguments["attention_mask"]  # the tracer passes
-                outputs[OUTPUT] = pool(outputs[TOKEN_OUTPUT], mask, pooling)  # inputs positionally
+                outputs[POOLED_OUTPUT] = pool(outputs[TOKEN_OUTPUT], mask, pooling)  # inputs positionally
                 return outputs
 
             patcher.patched_forward = pooled_forward
