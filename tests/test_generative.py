@@ -252,3 +252,22 @@ def test_torch_targets_say_not_supported_for_generation_and_vision(tmp_path: Pat
         assert not (tmp_path / "out" / "tiny" / "stages" / target).exists()
         record(arch, TASKS[arch], target, built=False, parity=None,
                note="exit 2: " + errors[0].split(": ", 2)[-1].split(";")[0].split(" (supported")[0])
+
+
+def test_convert_verify_reruns_the_decode_steps_of_a_downloaded_seq2seq_package(
+        tmp_path: Path, gen_checkpoints: dict, hub: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Push a two-graph package to the loopback Hub; `convert verify` downloads it and reproduces the
+    shipped greedy decode steps with the downloaded graphs."""
+    import uuid
+
+    monkeypatch.setenv("HF_TOKEN", "hf_" + "x" * 30)
+    repo = f"org/tiny-bart-{uuid.uuid4().hex[:8]}"
+    recipe = write_recipe(tmp_path / "r.yaml", gen_checkpoints["bart"], task=TASKS["bart"],
+                          targets={"onnx": {"opset": 18}}, publish={"repo": repo, "tag": "v1", "private": True})
+    out = str(tmp_path / "out")
+    assert CliRunner().invoke(main, ["build", str(recipe), "--out", out]).exit_code == 0
+    pushed = CliRunner().invoke(main, ["push", str(recipe), "--out", out])
+    assert pushed.exit_code == 0, pushed.output
+    assert {"onnx/encoder_model.onnx", "onnx/decoder_model_merged.onnx"} <= set(hub.state.files(repo))
+    ok = CliRunner().invoke(main, ["verify", f"{repo}@v1"])
+    assert ok.exit_code == 0 and "golden outputs reproduced by onnx" in ok.stdout, ok.output
