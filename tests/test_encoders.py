@@ -284,6 +284,27 @@ def test_other_pooling_modes_follow_the_recipe_or_the_checkpoint(tmp_path: Path,
         np.testing.assert_allclose(outputs[batch]["sentence_embedding"], independent, atol=1e-5)
 
 
+def test_changing_the_pooling_rebuilds_the_reference_and_the_graph_only_then(tmp_path: Path, checkpoints: dict) -> None:
+    def build(section: dict | None) -> dict:
+        extra = {"sentence_embedding": section} if section is not None else {}
+        recipe = write_recipe(tmp_path / "r.yaml", checkpoints[("bert", "feature-extraction")], **extra)
+        result = CliRunner().invoke(main, ["build", str(recipe), "--out", str(tmp_path / "out"), "--json"])
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)
+
+    def outputs(data: dict) -> set[str]:
+        return {o["output"] for b in data["parity"]["artifacts"]["onnx"]["batches"] for o in b["outputs"]}
+
+    assert outputs(build(None)) == {"last_hidden_state"}
+    first = build({"pooling": "mean", "normalize": True})
+    assert "golden" not in first["reused"] and "onnx" not in first["reused"]
+    assert outputs(first) == {"last_hidden_state", "sentence_embedding"}
+    assert {"golden", "onnx", "package"} <= set(build({"pooling": "mean", "normalize": True})["reused"])
+    changed = build({"pooling": "mean", "normalize": False})
+    assert "golden" not in changed["reused"] and "onnx" not in changed["reused"]
+    assert "onnx" not in build(None)["reused"]  # and back: the graph without the output
+
+
 @pytest.mark.slow
 def test_the_real_all_minilm_pools_as_its_sentence_transformers_files_say(tmp_path: Path) -> None:
     """all-MiniLM-L6-v2 as shipped (modules.json: Transformer, Pooling (mean), Normalize), under
