@@ -133,8 +133,27 @@ def _body(repo: str, manifest: dict[str, Any], parity: dict[str, Any], bench: di
 
 def _usage(repo: str, task: str, artifacts: dict[str, Any], recommended: str | None) -> list[str]:
     out: list[str] = []
+    from pipeline.parity import task_kind
+
     onnx = {name: a for name, a in artifacts.items() if a["stage"] == "onnx"}
-    if onnx:
+    kind = task_kind(task)
+    if onnx and kind != "text":  # generation drives several steps, vision takes pixels: optimum's classes do it
+        ort_class = ORT_CLASSES.get(task.removesuffix("-with-past"), "ORTModel")
+        if kind == "image":
+            prep = ["from transformers import AutoImageProcessor", "",
+                    f'processor = AutoImageProcessor.from_pretrained("{repo}")',
+                    f'model = {ort_class}.from_pretrained("{repo}", subfolder="onnx")',
+                    'logits = model(**processor(images=[image], return_tensors="pt")).logits']
+        else:
+            prep = ["from transformers import AutoTokenizer", "",
+                    f'tokenizer = AutoTokenizer.from_pretrained("{repo}")',
+                    f'model = {ort_class}.from_pretrained("{repo}", subfolder="onnx")',
+                    'ids = model.generate(**tokenizer(["A man is eating food."], return_tensors="pt"), '
+                    "max_new_tokens=20, do_sample=False)",
+                    "print(tokenizer.batch_decode(ids, skip_special_tokens=True))"]
+        out += ["With optimum (`pip install optimum[onnxruntime]`):", "", "```python",
+                f"from optimum.onnxruntime import {ort_class}", *prep, "```", ""]
+    elif onnx:
         pick = recommended if recommended in onnx else next(iter(onnx))
         file = onnx[pick]["metadata"]["file"]
         ort_class = ORT_CLASSES.get(task, "ORTModel")

@@ -103,6 +103,8 @@ def test_decoder_is_gated_on_prefill_and_greedy_steps(gen_builds: dict, arch: st
     outputs = parity.load_golden(_package(build) / package.GOLDEN_OUTPUTS)["texts"]
     assert outputs[parity.GENERATED].shape == (3, parity.DECODE_STEPS)  # shipped, so a download can be re-checked
     assert _manifest(build)["artifacts"]["onnx"]["files"] == ["onnx/model.onnx"]
+    card = (_package(build) / package.CARD).read_text()
+    assert 'ORTModelForCausalLM.from_pretrained("' in card and "model.generate(" in card
     assert _recheck_from_package(build).passed
 
 
@@ -165,6 +167,8 @@ def test_ort_image_classification_from_the_package_matches_eager(gen_builds: dic
     assert all(len(s) == 4 and s[1:] == [3, 30, 30] for s in shapes) and {s[0] for s in shapes} == {1, 3}
     pkg = _package(build)
     assert (pkg / "preprocessor_config.json").is_file()
+    card = (pkg / package.CARD).read_text()
+    assert "AutoImageProcessor.from_pretrained(" in card and "ORTModelForImageClassification" in card
     assert _recheck_from_package(build).passed
     model = ORTModelForImageClassification.from_pretrained(pkg, subfolder="onnx")
     inputs = parity.load_golden(pkg / package.GOLDEN_INPUTS)
