@@ -11,15 +11,17 @@ from click.testing import CliRunner
 from pipeline import package
 from pipeline.cli import main
 from tests.coverage import record
-from tests.tiny import write_recipe
+from tests.tiny import make_checkpoint, write_recipe
 
 ALL = ["fp32", "optimized", "int8", "fp16"]
 
 
 @pytest.mark.parametrize("arch,task", [("bert", "feature-extraction"), ("roberta", "text-classification"),
-                                       ("distilbert", "feature-extraction")])
+                                       ("distilbert", "feature-extraction"), ("xlm-roberta", "feature-extraction"),
+                                       ("electra", "feature-extraction"), ("deberta-v2", "feature-extraction")])
 def test_every_variant_builds_and_passes_its_gate(tmp_path: Path, checkpoints: dict, arch: str, task: str) -> None:
-    recipe = write_recipe(tmp_path / "r.yaml", checkpoints[(arch, task)], task=task,
+    checkpoint = checkpoints.get((arch, task)) or make_checkpoint(tmp_path / "checkpoint", arch, task)
+    recipe = write_recipe(tmp_path / "r.yaml", checkpoint, task=task,
                           targets={"onnx": {"opset": 17, "variants": ALL}})
     result = CliRunner().invoke(main, ["build", str(recipe), "--out", str(tmp_path / "out"), "--json"])
     assert result.exit_code == 0, result.output
