@@ -34,16 +34,17 @@ def gen_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]
 
 @pytest.fixture(scope="session")
 def gen_builds(tmp_path_factory: pytest.TempPathFactory, gen_checkpoints: dict[str, Path]) -> dict[str, dict]:
-    """``{arch: build --json result}``: each tiny model built once with the ONNX target by the CLI."""
+    """``{arch: build --json result}``: each tiny model built once with the ONNX target by the CLI
+    (and ``gpt2-nocache``: GPT-2 for ``text-generation``, a graph without past key values)."""
     root = tmp_path_factory.mktemp("gen-builds")
     out = {}
-    for arch, task in GENERATIVE:
+    for name, arch, task in [*((a, a, t) for a, t in GENERATIVE), ("gpt2-nocache", "gpt2", "text-generation")]:
         onnx = {"opset": 18, **({"variants": VIT_VARIANTS} if arch == "vit" else {})}
-        recipe = write_recipe(root / f"{arch}.yaml", gen_checkpoints[arch], name=arch, task=task,
+        recipe = write_recipe(root / f"{name}.yaml", gen_checkpoints[arch], name=name, task=task,
                               targets={"onnx": onnx})
         result = CliRunner().invoke(main, ["build", str(recipe), "--out", str(root / "out"), "--json"])
-        assert result.exit_code == 0, f"{arch}: {result.output}"
-        out[arch] = json.loads(result.stdout)
+        assert result.exit_code == 0, f"{name}: {result.output}"
+        out[name] = json.loads(result.stdout)
     return out
 
 
@@ -126,6 +127,29 @@ def test_ort_causal_lm_generate_from_the_package_matches_eager(gen_builds: dict,
     assert torch.equal(got, want), (got[:, -8:], want[:, -8:])
     assert len(set(want[:, -8:].flatten().tolist())) > 1  # not a degenerate repeat of one token
     record(arch, TASKS[arch], "onnx", built=True, parity=True, consumer="ORTModelForCausalLM.generate")
+
+
+def test_text_generation_without_cache_recomputes_each_step(gen_builds: dict, gen_checkpoints: dict) -> None:
+    import onnx
+    import torch
+    from optimum.onnxruntime import ORTModelForCausalLM
+    from transformers import AutoModelForCausalLM
+
+    build = gen_builds["gpt2-nocache"]
+    report = build["parity"]["artifacts"]["onnx"]
+    assert report["passed"], report["failures"]
+    assert all({o["output"] for o in b["outputs"]} == {"logits", parity.STEP_LOGITS, parity.GENERATED}
+               for b in report["batches"])
+    graph = onnx.load(str(_package(build) / "onnx" / "model.onnx"), load_external_data=False).graph
+    assert not [i.name for i in graph.input if i.name.startswith("past_key_values")]
+    tok, enc = _left_padded_prompts(_package(build))
+    model = ORTModelForCausalLM.from_pretrained(_package(build), subfolder="onnx", use_cache=False)
+    eager = AutoModelForCausalLM.from_pretrained(gen_checkpoints["gpt2"]).eval()
+    kwargs = {"do_sample": False, "max_new_tokens": 6, "min_new_tokens": 6, "pad_token_id": tok.pad_token_id}
+    with torch.inference_mode():
+        assert torch.equal(model.generate(**enc, **kwargs), eager.generate(**enc, **kwargs))
+    record("gpt2", "text-generation", "onnx", built=True, parity=True,
+           consumer="ORTModelForCausalLM.generate (use_cache=False)")
 
 
 def test_ort_seq2seq_generate_from_the_package_matches_eager(gen_builds: dict, gen_checkpoints: dict) -> None:
