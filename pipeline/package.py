@@ -50,7 +50,8 @@ class PackagedArtifact:
 # whatever the tokenizer was used for in between): what from_pretrained and transformers.js read.
 SOURCE_FILES = ("config.json", "generation_config.json", "preprocessor_config.json", "tokenizer.json",
                 "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "vocab.txt",
-                "vocab.json", "merges.txt", "spiece.model", "sentencepiece.bpe.model", "tokenizer.model")
+                "vocab.json", "merges.txt", "spiece.model", "sentencepiece.bpe.model", "spm.model",
+                "tokenizer.model")
 
 
 def write(target: Path, *, recipe: Recipe, source: ResolvedSource, task: str, artifacts: list[PackagedArtifact],

@@ -201,6 +201,20 @@ def test_question_answering_pipeline_answers_from_the_pushed_package(encoder_bui
                consumer="ORTModelForQuestionAnswering in pipeline('question-answering'), from the pushed package")
 
 
+def test_the_package_carries_every_tokenizer_file_each_encoder_may_ship() -> None:
+    """A checkpoint's tokenizer is copied into the package file by file (pipeline/package.py):
+    every file name the encoders' tokenizer classes read must be on that list (DeBERTa-v3 ships
+    only ``spm.model``, XLM-RoBERTa ``sentencepiece.bpe.model``)."""
+    from transformers.models.auto.tokenization_auto import TOKENIZER_MAPPING_NAMES, tokenizer_class_from_name
+
+    for arch in ENCODERS:
+        for name in TOKENIZER_MAPPING_NAMES[arch]:
+            if name is None:  # the slow class needs sentencepiece, which is not installed
+                continue
+            files = set(tokenizer_class_from_name(name).vocab_files_names.values())
+            assert files <= set(package.SOURCE_FILES), (arch, name, files - set(package.SOURCE_FILES))
+
+
 def _embedding_build(tmp_path: Path, arch: str, section: dict, **st_files: object) -> tuple[Path, dict]:
     checkpoint = make_checkpoint(tmp_path / "checkpoint", arch, "feature-extraction")
     if st_files:
