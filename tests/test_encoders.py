@@ -215,11 +215,13 @@ def test_the_package_carries_every_tokenizer_file_each_encoder_may_ship() -> Non
             assert files <= set(package.SOURCE_FILES), (arch, name, files - set(package.SOURCE_FILES))
 
 
-def _embedding_build(tmp_path: Path, arch: str, section: dict, **st_files: object) -> tuple[Path, dict]:
+def _embedding_build(tmp_path: Path, arch: str, section: dict, variants: tuple[str, ...] = ("fp32",),
+                     **st_files: object) -> tuple[Path, dict]:
     checkpoint = make_checkpoint(tmp_path / "checkpoint", arch, "feature-extraction")
     if st_files:
         write_sentence_transformers_files(checkpoint, **st_files)  # type: ignore[arg-type]
-    recipe = write_recipe(tmp_path / "r.yaml", checkpoint, sentence_embedding=section)
+    recipe = write_recipe(tmp_path / "r.yaml", checkpoint, sentence_embedding=section,
+                          targets={"onnx": {"opset": 17, "variants": list(variants)}})
     result = CliRunner().invoke(main, ["build", str(recipe), "--out", str(tmp_path / "out"), "--json"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
@@ -247,14 +249,19 @@ def test_sentence_embedding_is_pooled_and_normalized_inside_the_graph(tmp_path: 
     import torch
     from optimum.onnxruntime import ORTModelForFeatureExtraction
 
-    pkg, data = _embedding_build(tmp_path, arch, {}, pooling="mean", normalize=True)
-    report = data["parity"]["artifacts"]["onnx"]
-    assert report["passed"]
-    for batch in report["batches"]:
-        checks = {o["output"]: o for o in batch["outputs"]}
-        assert checks["sentence_embedding"]["max_abs"] <= 1e-4 and checks["sentence_embedding"]["gated"]
-    graph = onnx.load(str(pkg / "onnx" / "model.onnx"))
-    assert [o.name for o in graph.graph.output] == ["last_hidden_state", "sentence_embedding"]
+    variants = {"onnx": "model.onnx", "onnx-optimized": "model_optimized.onnx", "onnx-int8": "model_quantized.onnx",
+                "onnx-fp16": "model_fp16.onnx"}
+    pkg, data = _embedding_build(tmp_path, arch, {}, ("fp32", "optimized", "int8", "fp16"), pooling="mean",
+                                 normalize=True)
+    for artifact, file in variants.items():  # every variant keeps the output, and it is gated
+        report = data["parity"]["artifacts"][artifact]
+        assert report["passed"]
+        rows = [o for b in report["batches"] for o in b["outputs"] if o["output"] == "sentence_embedding"]
+        assert len(rows) == len(report["batches"]) and all(o["min_pooled_cosine"] >= 0.99 for o in rows)
+        if artifact in ("onnx", "onnx-optimized"):
+            assert all(o["max_abs"] <= 1e-4 and o["gated"] for o in rows)
+        graph = onnx.load(str(pkg / "onnx" / file))
+        assert [o.name for o in graph.graph.output] == ["last_hidden_state", "sentence_embedding"]
     manifest = json.loads((pkg / package.MANIFEST).read_text())
     assert manifest["artifacts"]["onnx"]["metadata"]["sentence_embedding"] == {
         "mode": "mean", "normalize": True, "origin": "checkpoint 1_Pooling/config.json, modules.json"}
@@ -276,6 +283,8 @@ def test_sentence_embedding_is_pooled_and_normalized_inside_the_graph(tmp_path: 
     record(arch, "sentence-embeddings", "onnx", built=True, parity=True,
            consumer="onnxruntime (sentence_embedding output); ORTModelForFeatureExtraction",
            note="mean pooling + L2 normalization in the graph")
+    for artifact in ("onnx-optimized", "onnx-int8", "onnx-fp16"):
+        record(arch, "sentence-embeddings", artifact, built=True, parity=True)
 
 
 @pytest.mark.parametrize("section,files,mode,normalize,origin", [

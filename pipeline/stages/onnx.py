@@ -274,23 +274,22 @@ def pooled_onnx_config(source: LoadedSource) -> Any:
         def patch_model_for_export(self, model: Any, model_kwargs: dict[str, Any] | None = None) -> Any:
             patcher = super().patch_model_for_export(model, model_kwargs=model_kwargs)
             forward = patcher.patched_forward
-
             signature = inspect.signature(forward)  # the model's own forward (optimum wraps it)
 
             @functools.wraps(forward)  # optimum orders the graph inputs by this signature
             def pooled_forward(*args: Any, **kwargs: Any) -> Any:
                 outputs = forward(*args, **kwargs)
-                mask = signature.bind_partial(*args, **kwargs).arguments["attention_mask"]  # the tracer passes
-                outputs[POOLED_OUTPUT] = pool(outputs[TOKEN_OUTPUT], mask, pooling)  # inputs positionally
+                # the tracer passes the inputs positionally: find the mask by the forward's signature
+                mask = signature.bind_partial(*args, **kwargs).arguments["attention_mask"]
+                outputs[POOLED_OUTPUT] = pool(outputs[TOKEN_OUTPUT], mask, pooling)
                 return outputs
 
             patcher.patched_forward = pooled_forward
             return patcher
 
     config = PooledOnnxConfig(source.model.config, int_dtype="int64", float_dtype="fp32", **keywords)
-    missing = [name for name in ("attention_mask",) if name not in config.inputs]
-    if TOKEN_OUTPUT not in config.outputs:
-        missing.append(f"output {TOKEN_OUTPUT}")
+    missing = [what for what, present in (("input attention_mask", "attention_mask" in config.inputs),
+                                          (f"output {TOKEN_OUTPUT}", TOKEN_OUTPUT in config.outputs)) if not present]
     if missing:
         raise StageError("onnx", f"sentence_embedding: optimum's ONNX config for {source.model_type} "
                                  f"({source.task}) has no {', '.join(missing)} to pool with")
