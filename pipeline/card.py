@@ -68,9 +68,11 @@ def render(*, repo_id: str | None, manifest: dict[str, Any], parity: dict[str, A
                 results.append(EvalResult(task_type=task, dataset_type="golden-inputs", dataset_name="golden inputs",
                                           metric_type=metric, metric_value=round(value, 8),
                                           metric_name=f"{artifact} {metric} vs eager PyTorch", verified=False))
+    # a graph that outputs the pooled sentence embedding is what the Hub lists as sentence-similarity
+    embeds = any("sentence_embedding" in a.get("metadata", {}) for a in artifacts.values())
     data = ModelCardData(
         base_model=base_model, library_name="onnx" if any(a["stage"] == "onnx" for a in artifacts.values())
-        else "pytorch", pipeline_tag=task, license=license,
+        else "pytorch", pipeline_tag="sentence-similarity" if embeds else task, license=license,
         tags=sorted({"onnx", "optimum", "transformers.js", "parity-gated", *{a["stage"] for a in artifacts.values()}}),
         model_name=name, eval_results=results or None,
     )
@@ -175,7 +177,9 @@ def _usage(repo: str, task: str, artifacts: dict[str, Any], recommended: str | N
                    "  # pooled (and normalized) in the graph"]
                   if "sentence_embedding" in onnx[pick]["metadata"].get("outputs", []) else []), "```", "",
                 "With transformers.js:", "", "```js", 'import { pipeline } from "@huggingface/transformers";',
-                f'const pipe = await pipeline("{task}", "{repo}"' + (', { dtype: "q8" }' if "onnx-int8" in onnx else "")
+                # transformers.js has no sentence-similarity pipeline: optimum's synonym is feature-extraction
+                f'const pipe = await pipeline("{"feature-extraction" if task == "sentence-similarity" else task}", '
+                f'"{repo}"' + (', { dtype: "q8" }' if "onnx-int8" in onnx else "")
                 + ");", 'const out = await pipe("A man is eating food.");', "```", ""]
     for name, a in artifacts.items():
         if a["stage"] in ("torchscript", "bettertransformer"):

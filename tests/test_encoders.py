@@ -354,6 +354,7 @@ def test_the_real_all_minilm_pools_as_its_sentence_transformers_files_say(tmp_pa
         np.testing.assert_allclose(outputs[batch]["sentence_embedding"], independent, atol=1e-5)
     card = (pkg / "README.md").read_text()
     assert "ORTModelForFeatureExtraction.from_pretrained" in card and "session.run(['sentence_embedding']" in card
+    assert "\npipeline_tag: sentence-similarity\n" in card and 'pipeline("feature-extraction", "minilm"' in card
     record("bert (all-MiniLM-L6-v2)", "sentence-embeddings", "onnx", built=True, parity=True,
            consumer="onnxruntime (sentence_embedding output)",
            note="pooling read from its sentence-transformers files")
