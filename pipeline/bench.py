@@ -132,6 +132,21 @@ def bench_inputs(tokenizer: Any, settings: BenchSettings,
             for b, s in settings.shapes}
 
 
+def check_task(model_type: str, task: str) -> None:
+    """Refuse what this harness cannot time: it feeds token batches to one forward pass.
+
+    Raises:
+        UnsupportedModelError: a generation or image task.
+    """
+    from pipeline.errors import UnsupportedModelError
+    from pipeline.parity import task_kind
+
+    if task_kind(task) != "text":  # generation and image inputs are not what this harness times yet
+        raise UnsupportedModelError(f"bench: not supported for {model_type}/{task}: the benchmark times one forward "
+                                    "pass over token batches (encoder tasks); the build and its parity gate do not "
+                                    "need it (set bench.on_build: false)")
+
+
 def run(build_dir: Path, source: Any, settings: BenchSettings,
         on_event: Callable[[str, str], None] | None = None, fingerprint: str | None = None) -> dict[str, Any]:
     """Measure eager PyTorch (SDPA and plain attention) and every artifact of ``build_dir`` that
@@ -143,14 +158,8 @@ def run(build_dir: Path, source: Any, settings: BenchSettings,
     """
     import torch
 
-    from pipeline.errors import UnsupportedModelError
-    from pipeline.parity import task_kind
-
     emit = on_event or (lambda step, message: None)
-    if task_kind(source.task) != "text":  # generation and image inputs are not what this harness times yet
-        raise UnsupportedModelError(f"bench: not supported for {source.model_type}/{source.task}: the benchmark "
-                                    "times one forward pass over token batches (encoder tasks); the build and its "
-                                    "parity gate do not need it")
+    check_task(source.model_type, source.task)
     parity_path = build_dir / "parity.json"
     if not parity_path.is_file():
         raise PipelineError(f"{build_dir}: no parity.json: run `convert build` first")

@@ -169,6 +169,10 @@ def build(recipe: Recipe, out: Path, *, on_event: Events | None = None, options:
     source = _Source(recipe, source_mod.resolve(recipe), emit)  # read-only: a bad source writes nothing
     for name, params in recipe.target_params().items():  # a model a target cannot build: before any loading
         get_stage(name).check(params, source.config, recipe.task)
+    if recipe.bench.on_build:  # a benchmark the build would fail at after all its work: refuse it now
+        from pipeline import bench as bench_mod
+
+        bench_mod.check_task(source.config.get("model_type", "?"), recipe.task)
     build_dir = out / recipe.name
     with build_lock(build_dir, emit):
         return _build(recipe, build_dir, source, emit, options or Options(), started)

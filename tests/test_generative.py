@@ -261,6 +261,16 @@ def test_variants_are_refused_for_generation_tasks(tmp_path: Path, gen_checkpoin
     assert not (tmp_path / "out" / "tiny" / "package").exists()
 
 
+def test_a_benchmark_on_build_is_refused_before_loading_for_generation(tmp_path: Path, gen_checkpoints: dict) -> None:
+    recipe = write_recipe(tmp_path / "r.yaml", gen_checkpoints["llama"], task=TASKS["llama"],
+                          targets={"onnx": {"opset": 18}}, bench={"on_build": True})
+    result = CliRunner().invoke(main, ["build", str(recipe), "--out", str(tmp_path / "out")])
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.exit_code == 2 and len(errors) == 1, result.output
+    assert "bench: not supported for llama/text-generation-with-past" in errors[0]
+    assert "loading" not in result.stderr and not (tmp_path / "out" / "tiny").exists()
+
+
 @pytest.mark.parametrize("arch", [a for a, _ in GENERATIVE])
 def test_torch_targets_say_not_supported_for_generation_and_vision(tmp_path: Path, gen_checkpoints: dict,
                                                                    arch: str) -> None:
