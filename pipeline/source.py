@@ -278,9 +278,13 @@ def load(recipe: Recipe, resolved: ResolvedSource) -> LoadedSource:
     else:
         try:
             tokenizer = AutoTokenizer.from_pretrained(resolved.folder, trust_remote_code=remote)
-        except (OSError, ValueError, TypeError) as e:
+        except Exception as e:  # transformers raises many types, e.g. AttributeError for an unreadable spm.model
+            spm = sorted(p.name for p in resolved.folder.glob("*.model"))
             raise SourceError(str(recipe.problem(loc, f"no usable tokenizer in {resolved.folder}: "
-                                                      f"{_first_line(e)}"))) from None
+                                                      f"{type(e).__name__}: {_first_line(e)}")),
+                              hint=f"transformers could not read or convert {', '.join(spm)}, a SentencePiece "
+                                   "model: check the file; converting it needs the sentencepiece package"
+                              if spm else None) from None
     return LoadedSource(resolved=resolved, task=task, model=model, tokenizer=tokenizer, config=config,
                         model_type=model_type, processor=processor,
                         load_info={"class": type(model).__name__,

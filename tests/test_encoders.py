@@ -33,6 +33,7 @@ from tests.tiny import (
     ENCODER_TASKS,
     ENCODERS,
     make_checkpoint,
+    make_sentencepiece_checkpoint,
     write_recipe,
     write_sentence_transformers_files,
 )
@@ -213,6 +214,43 @@ def test_the_package_carries_every_tokenizer_file_each_encoder_may_ship() -> Non
                 continue
             files = set(tokenizer_class_from_name(name).vocab_files_names.values())
             assert files <= set(package.SOURCE_FILES), (arch, name, files - set(package.SOURCE_FILES))
+
+
+def test_a_deberta_v3_layout_checkpoint_with_only_a_sentencepiece_model(tmp_path: Path) -> None:
+    """microsoft/deberta-v3-* ship spm.model and no tokenizer.json: the source loads it (converted to a
+    fast tokenizer), the package carries spm.model, and the consumer's tokenizer gives the golden ids."""
+    import torch
+    from optimum.onnxruntime import ORTModelForTokenClassification
+    from transformers import AutoTokenizer
+
+    checkpoint = make_sentencepiece_checkpoint(tmp_path / "checkpoint", "token-classification")
+    assert (checkpoint / "spm.model").is_file() and not (checkpoint / "tokenizer.json").exists()
+    texts = ["a man is eating food.", "hi", "the girl is carrying a baby on a plane at dawn"]
+    recipe = write_recipe(tmp_path / "r.yaml", checkpoint, task="token-classification",
+                          validation={"texts": texts, "shapes": [[1, 5], [3, 24]]})
+    result = CliRunner().invoke(main, ["build", str(recipe), "--out", str(tmp_path / "out"), "--json"])
+    assert result.exit_code == 0, result.output
+    pkg = Path(json.loads(result.stdout)["package_dir"])
+    assert (pkg / "spm.model").read_bytes() == (checkpoint / "spm.model").read_bytes()
+    inputs, outputs = _golden(pkg)
+    tokenizer = AutoTokenizer.from_pretrained(pkg)
+    assert type(tokenizer).__name__ == "DebertaV2TokenizerFast"
+    encoded = tokenizer(texts, padding=True, return_tensors="np")
+    np.testing.assert_array_equal(encoded["input_ids"], inputs["texts"]["input_ids"])
+    assert (encoded["input_ids"] != tokenizer.unk_token_id).all()  # the words are in its vocabulary
+    model = ORTModelForTokenClassification.from_pretrained(pkg, subfolder="onnx")
+    with torch.inference_mode():
+        logits = model(**{k: torch.from_numpy(v) for k, v in encoded.items()}).logits.numpy()
+    np.testing.assert_allclose(logits, outputs["texts"]["logits"], atol=1e-4, rtol=1e-4)
+    record("deberta-v2 (spm.model only)", "token-classification", "onnx", built=True, parity=True,
+           consumer="ORTModelForTokenClassification, tokenizer converted from spm.model")
+
+    (checkpoint / "spm.model").write_bytes(b"not a sentencepiece model")  # unreadable: one line, exit 2
+    broken = CliRunner().invoke(main, ["build", str(recipe), "--out", str(tmp_path / "out2")])
+    assert broken.exit_code == 2
+    errors = [line for line in broken.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "source.path: no usable tokenizer in " in errors[0]
+    assert "could not read or convert spm.model, a SentencePiece model" in errors[0]
 
 
 def _embedding_build(tmp_path: Path, arch: str, section: dict, variants: tuple[str, ...] = ("fp32",),

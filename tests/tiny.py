@@ -142,6 +142,35 @@ def make_checkpoint(folder: Path, arch: str = "bert", task: str = "feature-extra
     return folder
 
 
+def make_sentencepiece_checkpoint(folder: Path, task: str = "feature-extraction", seed: int = 0) -> Path:
+    """A tiny DeBERTa-v2 checkpoint laid out like microsoft/deberta-v3-*: its tokenizer is only a
+    SentencePiece model (``spm.model``, trained here on the word list), no tokenizer.json, so loading
+    it converts the SentencePiece model to a fast tokenizer."""
+    import sentencepiece
+    from transformers import DebertaV2Tokenizer
+
+    make_checkpoint(folder, "deberta-v2", task, seed)  # weights; its vocabulary covers the ids below
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        (folder / name).unlink(missing_ok=True)
+    work = folder / ".spm"
+    work.mkdir(exist_ok=True)
+    corpus = work / "corpus.txt"
+    corpus.write_text("\n".join([" ".join(LETTERS), *(" ".join(WORDS[i:i + 7]) for i in range(len(WORDS)))]),
+                      encoding="utf-8")
+    sentencepiece.SentencePieceTrainer.train(
+        input=str(corpus), model_prefix=str(work / "spm"), vocab_size=120, hard_vocab_limit=False,
+        model_type="unigram", character_coverage=1.0, pad_id=0, bos_id=1, eos_id=2, unk_id=3, pad_piece="[PAD]",
+        bos_piece="[CLS]", eos_piece="[SEP]", unk_piece="[UNK]", user_defined_symbols=["[MASK]"], minloglevel=2,
+        num_threads=1)
+    tokenizer = DebertaV2Tokenizer(vocab_file=str(work / "spm.model"))
+    tokenizer.model_max_length = 128
+    tokenizer.save_pretrained(folder)  # spm.model, tokenizer_config.json, special_tokens_map.json
+    for p in work.iterdir():
+        p.unlink()
+    work.rmdir()
+    return folder
+
+
 def write_sentence_transformers_files(folder: Path, pooling: str = "mean", normalize: bool = True,
                                       extra_modules: tuple[str, ...] = ()) -> Path:
     """Make ``folder`` look like a sentence-transformers checkpoint: modules.json (Transformer, Pooling,
