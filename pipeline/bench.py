@@ -173,7 +173,11 @@ def run(build_dir: Path, source: Any, settings: BenchSettings,
 
     weights_mb = sum(p.stat().st_size for p in source.resolved.folder.glob("*.safetensors")) / 1e6
     results: list[Measurement] = []
-    for name, attention in ((SDPA, "sdpa"), (EAGER, "eager")):
+    attentions = [(SDPA, "sdpa"), (EAGER, "eager")]
+    if not getattr(type(source.model), "_supports_sdpa", False):  # DeBERTa-v2, ELECTRA: loading with sdpa raises
+        attentions.remove((SDPA, "sdpa"))
+        emit("bench", f"{SDPA}: skipped ({type(source.model).__name__} has no SDPA attention in transformers)")
+    for name, attention in attentions:
         emit("bench", f"{name} ({settings.runs} runs x {len(batches)} shapes, {settings.threads} threads)")
         results += measure(name, lambda attention=attention: _eager_runner(source, attention), batches, settings,
                            flops, weights_mb)

@@ -155,6 +155,18 @@ def test_transformers_pipeline_over_the_ort_model_matches_eager(encoder_builds: 
     record(arch, task, "onnx", built=True, parity=True, consumer=f"{ORT_CLASSES[task]} in pipeline('{task}')")
 
 
+@pytest.mark.parametrize("arch", ["electra", "deberta-v2"])
+def test_bench_measures_encoders_without_sdpa_attention(encoder_builds: Builds, arch: str, tmp_path: Path) -> None:
+    """transformers has no SDPA attention for ELECTRA and DeBERTa-v2: eager-sdpa is left out, not a crash."""
+    built = encoder_builds.get(arch, "fill-mask")
+    recipe = write_recipe(tmp_path / "r.yaml", built.checkpoint, name=f"{arch}-fill-mask", task="fill-mask",
+                          bench={"shapes": [[2, 16]], "warmup": 0, "runs": 1})  # the same build, measured briefly
+    result = CliRunner().invoke(main, ["bench", str(recipe), "--out", str(built.out), "--json"])
+    assert result.exit_code == 0, result.output
+    measured = {r["artifact"] for r in json.loads(result.stdout)["results"]}
+    assert measured == {"eager", "onnx"}
+
+
 QA_CONSUMER = r"""
 import json, sys
 from huggingface_hub import snapshot_download
