@@ -372,10 +372,12 @@ def check_artifact(name: str, runner: Runner, batches: Sequence[GoldenBatch],
     padding positions undefined, and eager's values there feed nothing downstream.
     """
     checks, failures = [], []
+    returned: set[str] = set()  # every output name the artifact gave
     for batch, expected in zip(batches, reference, strict=True):
         shape = "x".join(map(str, batch.shape))
         try:
             actual = runner(batch.inputs)
+            returned.update(actual)
         except Exception as e:  # a runtime error on an unseen shape is the finding, not a crash
             reason = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
             failures.append(f"{name}: fails to run at {shape} ({batch.name}): {type(e).__name__}: {reason}"
@@ -427,6 +429,9 @@ def check_artifact(name: str, runner: Runner, batches: Sequence[GoldenBatch],
         compared += (f"; generation: {GENERATED} must equal eager generate(do_sample=False) token for token, "
                      f"{STEP_LOGITS} (the logits of every greedy step, the artifact decoding with its own cache) "
                      "and prefill logits / encoder output under the gate")
+    unmatched = sorted({k for r in reference for k in r} - returned)
+    if returned and unmatched:  # e.g. BERT's pooler_output, or sentence_embedding from a target without it
+        compared += f"; eager outputs the artifact does not return (not compared): {', '.join(unmatched)}"
     return ArtifactParity(artifact=name, gate=gate.model_dump(), compared=compared,
                           batches=checks, failures=failures)
 

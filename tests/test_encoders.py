@@ -378,6 +378,20 @@ def test_changing_the_pooling_rebuilds_the_reference_and_the_graph_only_then(tmp
     assert "onnx" not in build(None)["reused"]  # and back: the graph without the output
 
 
+def test_a_target_without_the_pooled_output_says_it_was_not_compared(tmp_path: Path, checkpoints: dict) -> None:
+    """sentence_embedding shapes the ONNX graph; a torch target returns token embeddings only, and its
+    parity report says which eager outputs it did not compare (as ONNX's does for BERT's pooler_output)."""
+    recipe = write_recipe(tmp_path / "r.yaml", checkpoints[("bert", "feature-extraction")],
+                          sentence_embedding={"pooling": "mean", "normalize": True},
+                          targets={"onnx": {"opset": 17}, "torch_export": {}})
+    result = CliRunner().invoke(main, ["build", str(recipe), "--out", str(tmp_path / "out"), "--json"])
+    assert result.exit_code == 0, result.output
+    reports = json.loads(result.stdout)["parity"]["artifacts"]
+    note = "eager outputs the artifact does not return (not compared): "
+    assert reports["onnx"]["compared"].endswith(note + "pooler_output")
+    assert reports["torch_export"]["compared"].endswith(note + "sentence_embedding")
+
+
 @pytest.mark.slow
 def test_the_real_all_minilm_pools_as_its_sentence_transformers_files_say(tmp_path: Path) -> None:
     """all-MiniLM-L6-v2 as shipped (modules.json: Transformer, Pooling (mean), Normalize), under
