@@ -392,6 +392,21 @@ def test_a_target_without_the_pooled_output_says_it_was_not_compared(tmp_path: P
     assert reports["torch_export"]["compared"].endswith(note + "sentence_embedding")
 
 
+def test_a_pooled_embedding_is_compared_whole_even_where_its_shape_looks_token_level() -> None:
+    """An artifact that skips padding is compared at real tokens only; a pooled [batch, hidden]
+    embedding whose hidden size happens to equal the sequence length is still compared whole."""
+    from pipeline.stages.base import Gate
+
+    mask = np.array([[1, 1, 1, 1], [1, 1, 0, 0]])
+    batch = parity.GoldenBatch("texts", {"input_ids": np.ones((2, 4), dtype=np.int64), "attention_mask": mask})
+    want = np.arange(8, dtype=np.float32).reshape(2, 4)
+    got = want.copy()
+    got[1, 3] += 1.0  # a "padding column" of a per-sample vector: a real difference
+    report = parity.check_artifact("x", lambda inputs: {"sentence_embedding": got}, [batch],
+                                   [{"sentence_embedding": want}], Gate(atol=1e-4), skips_padding=True)
+    assert not report.passed and "output 'sentence_embedding'" in report.failures[0]
+
+
 @pytest.mark.slow
 def test_the_real_all_minilm_pools_as_its_sentence_transformers_files_say(tmp_path: Path) -> None:
     """all-MiniLM-L6-v2 as shipped (modules.json: Transformer, Pooling (mean), Normalize), under
