@@ -1,7 +1,11 @@
 """Tiny checkpoints built locally: random weights from small configs, tokenizers from small vocabs.
 
 Sizes follow transformers' own model testers (hidden 32, 2 layers, 4 heads, intermediate 37).
-Nothing here downloads anything.
+Encoders (``ENCODERS``) with the head of any encoder task: WordPiece vocabularies for BERT,
+DistilBERT and ELECTRA, byte-level BPE for RoBERTa, SentencePiece-style Unigram tokenizer.json files
+(built with ``tokenizers``) for XLM-RoBERTa and DeBERTa-v2, and a DeBERTa-v3 layout whose tokenizer
+is only an ``spm.model`` trained here with ``sentencepiece``. Nothing here downloads anything.
+Generative and vision builders are in tests/tiny_gen.py.
 """
 
 from __future__ import annotations
