@@ -29,9 +29,9 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from pipeline.errors import StageError, UnsupportedModelError
+from pipeline.errors import UnsupportedModelError
 from pipeline.stages import torch_common
-from pipeline.stages.base import Artifact, Inputs, Outputs, Runner, Stage, StageContext, StageParams, register_stage
+from pipeline.stages.base import Artifact, Runner, Stage, StageContext, StageParams, register_stage
 
 MODEL_FILE = "model.pt"
 WEIGHTS_FILE = "model.safetensors"
@@ -207,14 +207,7 @@ class BetterTransformer(Stage[BetterTransformerParams]):
                     f"and transformers has no SDPA attention for it: {str(e).split('. ')[0]}") from None
         example = torch_common.example_inputs(source, names, EXPORT_SHAPE)
         outputs = torch_common.output_names(model, example)
-        with torch_common.quiet(), torch.no_grad():
-            try:
-                traced = torch.jit.trace(torch_common.positional(model, names),
-                                         tuple(torch_common.tensors(example, names)), check_trace=False)
-                frozen = torch.jit.freeze(traced.eval())
-            except Exception as e:  # the tracer raises bare RuntimeErrors for unsupported Python
-                raise StageError(self.name, f"torch.jit.trace of the SDPA model failed: {type(e).__name__}") from e
-            torch.jit.save(frozen, str(ctx.workdir / MODEL_FILE))
+        torch_common.trace(self.name, model, names, example, ctx.workdir / MODEL_FILE)
         note = (f"no BetterTransformer layer map for model type {source.model_type!r} (supported: {supported()}): "
                 "fallback sdpa built transformers' SDPA-attention model, traced to TorchScript; no nested-tensor "
                 "fastpath, padding is computed")
@@ -224,17 +217,8 @@ class BetterTransformer(Stage[BetterTransformerParams]):
             "notes": [note, torch_common.JIT_DEPRECATED]})]
 
     def runner(self, stage_dir: Path, artifact: Artifact, threads: int | None = None) -> Runner:
-        import torch
-
-        with torch_common.quiet():
-            module = torch.jit.load(str(stage_dir / artifact.metadata["file"]), map_location="cpu").eval()
-        run = torch_common.tuple_runner(module, artifact.metadata["inputs"], artifact.metadata["outputs"])
-
-        def quiet_run(feed: Inputs) -> Outputs:
-            with torch_common.quiet():  # "nested tensors are in prototype stage", on the first call
-                return run(feed)
-
-        return quiet_run
+        meta = artifact.metadata  # the scripted module and the SDPA fallback's trace alike
+        return torch_common.jit_runner(stage_dir / meta["file"], meta["inputs"], meta["outputs"])
 
 
 def _get(root: Any, path: str) -> Any:

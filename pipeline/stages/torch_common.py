@@ -12,11 +12,12 @@ import inspect
 import logging
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from pipeline.errors import UnsupportedModelError
+from pipeline.errors import StageError, UnsupportedModelError
 from pipeline.stages.base import Runner
 
 # The inputs a text model's golden batches carry (pipeline.parity.synthetic_batch makes these).
@@ -95,6 +96,29 @@ def positional(model: Any, names: Sequence[str]) -> Any:
     return Positional().eval()
 
 
+def trace(stage: str, model: Any, names: Sequence[str], example: Mapping[str, np.ndarray], path: Path,
+          optimize: bool = False) -> None:
+    """``torch.jit.trace`` of :func:`positional` ``model`` on ``example``, ``torch.jit.freeze``
+    (and ``optimize_for_inference`` if asked), saved to ``path``. The tracer's warnings are about
+    exactly what the parity gate checks at other shapes, so they are silenced.
+
+    Raises:
+        StageError: the tracer could not trace the model.
+    """
+    import torch
+
+    with quiet(), torch.no_grad():
+        try:
+            traced = torch.jit.trace(positional(model, names), tuple(tensors(example, names)), check_trace=False)
+            frozen = torch.jit.freeze(traced.eval())
+            if optimize:
+                frozen = torch.jit.optimize_for_inference(frozen)
+        except Exception as e:  # the tracer raises bare RuntimeErrors for Python it cannot record
+            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            raise StageError(stage, f"torch.jit.trace failed: {type(e).__name__}: {first}") from e
+        torch.jit.save(frozen, str(path))
+
+
 def output_names(model: Any, inputs: Mapping[str, np.ndarray]) -> list[str]:
     """Names of the tensors the model returns, in the order its tuple output has them (the same
     names as the golden eager outputs, which parity compares by name)."""
@@ -129,6 +153,21 @@ def tuple_runner(call: Any, inputs: Sequence[str], outputs: Sequence[str]) -> Ru
         return {name: value.detach().float().numpy() for name, value in zip(outputs, result, strict=True)}
 
     return run
+
+
+def jit_runner(path: Path, inputs: Sequence[str], outputs: Sequence[str]) -> Runner:
+    """A module saved by torch.jit (traced or scripted), loaded with plain ``torch.jit.load``, as a runner."""
+    import torch
+
+    with quiet():
+        module = torch.jit.load(str(path), map_location="cpu").eval()
+    run = tuple_runner(module, inputs, outputs)
+
+    def quiet_run(feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        with quiet():  # torch warns on a module's first call (e.g. "nested tensors are in prototype stage")
+            return run(feed)
+
+    return quiet_run
 
 
 @contextlib.contextmanager

@@ -16,7 +16,6 @@ from typing import Any
 
 from pydantic import Field
 
-from pipeline.errors import StageError
 from pipeline.stages import torch_common
 from pipeline.stages.base import Artifact, Runner, Stage, StageContext, StageParams, register_stage
 
@@ -49,17 +48,8 @@ class TorchScript(Stage[TorchScriptParams]):
         names = torch_common.input_names(self.name, source)
         example = torch_common.example_inputs(source, names, EXPORT_SHAPE)
         outputs = torch_common.output_names(source.model, example)
-        module = torch_common.positional(source.model, names)
-        with torch_common.quiet(), torch.no_grad():
-            try:
-                traced = torch.jit.trace(module, tuple(torch_common.tensors(example, names)), check_trace=False)
-                frozen = torch.jit.freeze(traced.eval())
-                if params.optimize_for_inference:
-                    frozen = torch.jit.optimize_for_inference(frozen)
-            except Exception as e:  # the tracer raises bare RuntimeErrors for unsupported Python
-                raise StageError(self.name, f"torch.jit.trace failed: {type(e).__name__}: "
-                                 f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}") from e
-            torch.jit.save(frozen, str(ctx.workdir / MODEL_FILE))
+        torch_common.trace(self.name, source.model, names, example, ctx.workdir / MODEL_FILE,
+                           optimize=params.optimize_for_inference)
         return [Artifact(name=self.name, files=(MODEL_FILE,), metadata={
             "file": MODEL_FILE, "inputs": names, "outputs": outputs, "trace_shape": list(EXPORT_SHAPE),
             "torch": torch.__version__, "layout": "torch.jit.ScriptModule (traced, frozen): forward(*inputs) -> "
@@ -67,8 +57,5 @@ class TorchScript(Stage[TorchScriptParams]):
             "notes": [torch_common.JIT_DEPRECATED]})]
 
     def runner(self, stage_dir: Path, artifact: Artifact, threads: int | None = None) -> Runner:
-        import torch
-
-        with torch_common.quiet():
-            module = torch.jit.load(str(stage_dir / artifact.metadata["file"]), map_location="cpu").eval()
-        return torch_common.tuple_runner(module, artifact.metadata["inputs"], artifact.metadata["outputs"])
+        meta = artifact.metadata
+        return torch_common.jit_runner(stage_dir / meta["file"], meta["inputs"], meta["outputs"])
