@@ -73,6 +73,9 @@ def test_every_torch_target_builds_and_passes_parity(built: Callable, arch: str,
     for target, file in FOLDERS.items():
         assert (Path(data["package_dir"]) / file).is_file()
         assert manifest["artifacts"][target]["files"][0] == file  # the card's usage snippet loads files[0]
+    card = (Path(data["package_dir"]) / package.CARD).read_text()
+    assert f'torch.jit.load(hf_hub_download("{arch}-{task}", "torchscript/model.pt"))' in card
+    assert f'torch.export.load(hf_hub_download("{arch}-{task}", "torch_export/model.pt2"))' in card
     meta = manifest["artifacts"]["torchscript"]["metadata"]
     expected_inputs = ["input_ids", "token_type_ids", "attention_mask"] if arch == "bert" else \
         ["input_ids", "attention_mask"]
