@@ -129,6 +129,17 @@ def test_bettertransformer_weights_are_the_source_weights_fused(built: Callable,
     assert config["layer_norm_eps"] == 1e-12 and config["activation"] == "gelu" and config["num_heads"] == 4
 
 
+def test_convert_bench_measures_every_torch_artifact(built: Callable) -> None:
+    """The one benchmark harness times the torch artifacts like any other (padded rows included)."""
+    data = built("bert", "feature-extraction")
+    recipe = Path(data["build_dir"]).parent.parent / "bert-feature-extraction.yaml"
+    result = CliRunner().invoke(main, ["bench", str(recipe), "--out", str(Path(data["build_dir"]).parent),
+                                       "--runs", "1", "--json"])
+    assert result.exit_code == 0, result.output
+    measured = {r["artifact"] for r in json.loads(result.stdout)["results"]}
+    assert measured == {"eager", "eager-sdpa", *TARGETS}
+
+
 def _ops(call: Callable[[], object]) -> set[str]:
     from torch.profiler import ProfilerActivity, profile
 
