@@ -128,4 +128,7 @@ def test_build_real_all_minilm_l6_v2(tmp_path: Path) -> None:
     config = json.loads((Path(data["package_dir"]) / "config.json").read_text())
     assert config["model_type"] == "bert" and config["hidden_size"] == 384
     checks = [o for b in data["parity"]["artifacts"]["onnx"]["batches"] for o in b["outputs"]]
-    assert len(checks) == 3 and all(o["max_abs"] < 1e-4 and o["min_cosine"] > 0.9999 for o in checks)
+    assert {o["output"] for o in checks} == {"last_hidden_state", "sentence_embedding"}  # pooled in the graph
+    assert len(checks) == 6 and all(o["max_abs"] < 1e-4 and o["min_cosine"] > 0.9999 for o in checks)
+    assert set(manifest["artifacts"]) == {"onnx", "onnx-optimized", "onnx-int8", "torchscript", "torch_export",
+                                          "bettertransformer"}
