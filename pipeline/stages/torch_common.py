@@ -74,6 +74,17 @@ def example_inputs(source: Any, names: Sequence[str], shape: tuple[int, int]) ->
     return synthetic_batch(source.tokenizer, set(names), shape[0], shape[1], np.random.default_rng(0))
 
 
+def loaded_io(stage: str, source: Any) -> tuple[list[str], dict[str, np.ndarray], list[str]]:
+    """For a stage that traces or exports the loaded model: refuse an unsupported model, then its input
+    names (in forward order), example inputs at the export shape, and the output names they give."""
+    from pipeline.parity import EXPORT_SHAPE
+
+    check_model(stage, source.config.to_dict(), source.task)
+    names = input_names(stage, source)
+    example = example_inputs(source, names, EXPORT_SHAPE)
+    return names, example, output_names(source.model, example)
+
+
 def positional(model: Any, names: Sequence[str]) -> Any:
     """``model`` as a module taking its inputs positionally (in ``names`` order) and returning a tuple
     (``return_dict=False``, no cache): what tracing and torch.export need, and what a consumer with

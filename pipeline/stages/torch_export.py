@@ -38,13 +38,9 @@ class TorchExport(Stage[TorchExportParams]):
         import torch
         from torch.export import Dim
 
-        from pipeline.parity import EXPORT_SHAPE
 
         source = ctx.source
-        torch_common.check_model(self.name, source.config.to_dict(), source.task)
-        names = torch_common.input_names(self.name, source)
-        example = torch_common.example_inputs(source, names, EXPORT_SHAPE)
-        outputs = torch_common.output_names(source.model, example)
+        names, example, outputs = torch_common.loaded_io(self.name, source)
         max_seq = int(getattr(source.config, "max_position_embeddings", None) or 512)
         batch, seq = Dim("batch", min=1, max=4096), Dim("sequence", min=1, max=max_seq)
         # forward(*inputs): one dynamic-shape spec per positional tensor, all [batch, sequence]

@@ -44,10 +44,7 @@ class TorchScript(Stage[TorchScriptParams]):
         from pipeline.parity import EXPORT_SHAPE
 
         source = ctx.source
-        torch_common.check_model(self.name, source.config.to_dict(), source.task)
-        names = torch_common.input_names(self.name, source)
-        example = torch_common.example_inputs(source, names, EXPORT_SHAPE)
-        outputs = torch_common.output_names(source.model, example)
+        names, example, outputs = torch_common.loaded_io(self.name, source)
         torch_common.trace(self.name, source.model, names, example, ctx.workdir / MODEL_FILE,
                            optimize=params.optimize_for_inference)
         return [Artifact(name=self.name, files=(MODEL_FILE,), metadata={
