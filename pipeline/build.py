@@ -241,7 +241,8 @@ def _build(recipe: Recipe, build_dir: Path, source: _Source, emit: Events, optio
             if report is None:
                 emit(artifact.name, "checking parity against eager")
                 report = parity.check_artifact(artifact.name, stage.runner(stage_dir, artifact), batches,
-                                               reference, gate, skips_padding=artifact.skips_padding)
+                                               reference, gate, skips_padding=artifact.skips_padding,
+                                               token_outputs=artifact.metadata.get("token_outputs"))
                 write_json(build_dir / "parity" / f"{artifact.name}.json",
                            {"fingerprint": parity_fp, "report": report.to_json()})
             else:

@@ -417,7 +417,8 @@ def verify(repo_id: str, revision: str = "main", *, manifest_sha256: str | None 
                             metadata=entry["metadata"], skips_padding=entry.get("skips_padding", False))
         gate = Gate(**report["artifacts"][name]["gate"])
         check = parity.check_artifact(name, stage.runner(folder / folder_in_repo, artifact), batches, reference,
-                                      gate, skips_padding=artifact.skips_padding)
+                                      gate, skips_padding=artifact.skips_padding,
+                                      token_outputs=artifact.metadata.get("token_outputs"))
         problems.extend(check.failures)
         result.artifacts_checked.append(name)
     return result

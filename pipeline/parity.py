@@ -26,7 +26,7 @@ from __future__ import annotations
 import inspect
 import io
 import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -363,13 +363,16 @@ def compare_exact(actual: np.ndarray, expected: np.ndarray) -> tuple[OutputCheck
 
 
 def check_artifact(name: str, runner: Runner, batches: Sequence[GoldenBatch],
-                   reference: Sequence[Outputs], gate: Gate, skips_padding: bool = False) -> ArtifactParity:
+                   reference: Sequence[Outputs], gate: Gate, skips_padding: bool = False,
+                   token_outputs: Collection[str] | None = None) -> ArtifactParity:
     """Run ``runner`` on every golden batch and compare each output it shares with eager.
 
     Every failure is collected (not just the first); a runner that raises or returns a wrong
     shape is a failure with its reason, not a crash. With ``skips_padding``, token-level outputs
-    (shaped ``[batch, sequence, ...]``) are compared at real tokens only: the artifact leaves
-    padding positions undefined, and eager's values there feed nothing downstream.
+    are compared at real tokens only: the artifact leaves padding positions undefined, and eager's
+    values there feed nothing downstream. ``token_outputs`` names them, as the artifact declares;
+    without it, outputs shaped ``[batch, sequence, ...]`` are taken for token-level (a per-sample
+    ``[batch, n]`` output whose ``n`` equals the sequence length would then be masked too).
     """
     checks, failures = [], []
     returned: set[str] = set()  # every output name the artifact gave
@@ -402,8 +405,9 @@ def check_artifact(name: str, runner: Runner, batches: Sequence[GoldenBatch],
             got, want = actual[key], expected[key]
             mask = batch.inputs.get("attention_mask")
             # (a pooled [batch, hidden] embedding is per sample: its shape matching the mask's is chance)
-            if skips_padding and mask is not None and got.ndim >= 2 and got.shape[:2] == mask.shape \
-                    and key != POOLED_OUTPUT:
+            tokens_shaped = mask is not None and got.ndim >= 2 and got.shape[:2] == mask.shape
+            declared = key in token_outputs if token_outputs is not None else key != POOLED_OUTPUT
+            if skips_padding and tokens_shaped and declared:
                 keep = mask.astype(bool)
                 # real tokens only; rows stay rows so per-sample cosine still means one sample
                 got = np.where(keep.reshape(*keep.shape, *([1] * (got.ndim - 2))), got, 0)

@@ -141,3 +141,27 @@ def test_padding_positions_are_excluded_only_for_artifacts_that_skip_them() -> N
     garbage_at_padding[1, 2] += 1.0  # a real token differs: still caught
     assert not check_artifact("x", runner, batches, [{"last_hidden_state": eager}], Gate(atol=1e-5),
                               skips_padding=True).passed
+
+
+def test_declared_token_outputs_keep_per_sample_outputs_whole() -> None:
+    """A per-sample output whose width happens to equal the sequence length (logits over 10 labels at
+    sequence length 10) is compared whole when the artifact declares its token-level outputs."""
+    batches = _batches()  # 3x10, row 1 has 4 padding positions
+    rng = np.random.default_rng(1)
+    hidden = rng.normal(size=(3, 10, 4)).astype(np.float32)
+    logits = rng.normal(size=(3, 10)).astype(np.float32)
+    wrong = logits.copy()
+    wrong[1, 8] += 1.0  # a "padding" column of the mask, but a real label of a per-sample output
+
+    def runner(inputs):
+        return {"last_hidden_state": np.where(inputs["attention_mask"][..., None] == 1, hidden, 7.0),
+                "logits": wrong}
+
+    reference = [{"last_hidden_state": hidden, "logits": logits}]
+    declared = check_artifact("x", runner, batches, reference, Gate(atol=1e-5), skips_padding=True,
+                              token_outputs=["last_hidden_state"])
+    assert not declared.passed
+    assert all("'logits'" in f for f in declared.failures)  # the hidden state's padding is excluded...
+    wrong[1, 8] -= 1.0
+    assert check_artifact("x", runner, batches, reference, Gate(atol=1e-5), skips_padding=True,
+                          token_outputs=["last_hidden_state"]).passed  # ...and only the logits error failed it

@@ -139,7 +139,7 @@ def supported() -> str:
 @register_stage("bettertransformer")
 class BetterTransformer(Stage[BetterTransformerParams]):
     params_model = BetterTransformerParams
-    version = 1
+    version = 2  # 2: metadata names the token-level outputs
     description = "encoder layers on PyTorch's fused nn.TransformerEncoder fastpath (nested tensors skip padding)"
     package_folder = "bettertransformer"
 
@@ -185,6 +185,7 @@ class BetterTransformer(Stage[BetterTransformerParams]):
         (ctx.workdir / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         return [Artifact(name=self.name, files=(MODEL_FILE, WEIGHTS_FILE, CONFIG_FILE), skips_padding=True, metadata={
             "file": MODEL_FILE, "inputs": inputs, "outputs": outputs, "torch": torch.__version__, "layout": LAYOUT,
+            "token_outputs": described["token_outputs"],
             "fastpath": "nested tensors (padding skipped); token-level outputs are 0 at padding positions",
             "notes": [torch_common.JIT_DEPRECATED]})]
 
@@ -305,5 +306,8 @@ def build_module(model: Any, model_type: str, task: str) -> tuple[Any, list[str]
     described = {"num_layers": len(layers), "hidden_size": hidden, "num_heads": heads,
                  "dim_feedforward": template.linear1.out_features, "activation": activation,
                  "layer_norm_eps": template.norm1.eps, "layer_map": asdict(lmap),
-                 "heads": [asdict(h) for h in head_maps]}
+                 "heads": [asdict(h) for h in head_maps],
+                 # per token, so undefined at padding: last_hidden_state and the heads applied to every token
+                 "token_outputs": (["last_hidden_state"] if task == "feature-extraction" else [])
+                 + [o for h in head_maps if not h.first_token for o in h.outputs]}
     return module, outputs, described
