@@ -194,8 +194,16 @@ model = getattr(ortm, sys.argv[2]).from_pretrained(folder, subfolder="onnx", fil
 tokenizer = AutoTokenizer.from_pretrained(folder)
 with torch.inference_mode():
     out = model(**{k: torch.from_numpy(v) for k, v in feed.items() if k in names})
+
+# torch.jit.load: inputs and outputs in the order the manifest records
+meta = json.load(open(f"{folder}/manifest.json"))["artifacts"]["torchscript"]["metadata"]
+module = torch.jit.load(f"{folder}/torchscript/model.pt")
+with torch.inference_mode():
+    traced = module(*[torch.from_numpy(feed[n]) for n in meta["inputs"]])
+traced = dict(zip(meta["outputs"], traced))[sys.argv[3]].numpy()
 print(json.dumps({"plain": float(np.abs(plain - expected).max()),
                   "optimum": float(np.abs(getattr(out, sys.argv[3]).numpy() - expected).max()),
+                  "torchscript": float(np.abs(traced - expected).max()),
                   "tokenizer": type(tokenizer).__name__}))
 """
 
@@ -207,7 +215,7 @@ print(json.dumps({"plain": float(np.abs(plain - expected).max()),
 def test_round_trip_consumers_in_a_fresh_process(tmp_path: Path, checkpoints: dict, hub: HubServer, token: str,
                                                  task: str, ort_class: str, output: str) -> None:
     repo = _repo()
-    recipe = _built(tmp_path, checkpoints, repo, task=task)
+    recipe = _built(tmp_path, checkpoints, repo, task=task, targets={"onnx": {"opset": 17}, "torchscript": {}})
     assert _push(recipe, tmp_path).exit_code == 0
     env = {**os.environ, "HF_HOME": str(tmp_path / "consumer-home")}
     env.pop("HF_TOKEN")  # a consumer of a private repo would need one; this loopback Hub serves reads openly
@@ -215,7 +223,7 @@ def test_round_trip_consumers_in_a_fresh_process(tmp_path: Path, checkpoints: di
                           text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert result["plain"] < 1e-4 and result["optimum"] < 1e-4
+    assert result["plain"] < 1e-4 and result["optimum"] < 1e-4 and result["torchscript"] < 1e-4
     assert result["tokenizer"].endswith("TokenizerFast")
 
 
