@@ -250,3 +250,33 @@ def test_build_push_and_the_token_never_leaks(tmp_path: Path, checkpoints: dict,
     for path in [*out.rglob("*"), *Path(os.environ["HF_HOME"]).rglob("*")]:
         if path.is_file() and path.stat().st_size < 50_000_000:
             assert SENTINEL.encode() not in path.read_bytes(), path
+
+
+def test_create_pr_leaves_main_and_tags_alone(tmp_path: Path, checkpoints: dict, hub: HubServer, token: str) -> None:
+    repo = _repo()
+    recipe = _built(tmp_path, checkpoints, repo)
+    hub.state.create(repo, private=True)
+    main_head = hub.state.head(repo)
+    result = _push(recipe, tmp_path, "--create-pr")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["changed"] is True and data["pr_url"].endswith(f"/{repo}/discussions/1")
+    assert any("not set on a pull request" in op for op in data["operations"])
+    assert hub.state.head(repo) == main_head and not hub.state.repos[repo].tags  # main untouched, no tag
+    pr = hub.state.repos[repo].branches["refs/pr/1"]
+    assert pr == data["commit"] and package.MANIFEST in hub.state.files(repo, pr)
+
+
+def test_push_to_a_branch(tmp_path: Path, checkpoints: dict, hub: HubServer, token: str) -> None:
+    from huggingface_hub import HfApi
+
+    repo = _repo()
+    recipe = _built(tmp_path, checkpoints, repo)
+    hub.state.create(repo, private=True)
+    HfApi(token=token).create_branch(repo, branch="staging")
+    main_head = hub.state.head(repo)
+    result = _push(recipe, tmp_path, "--revision", "staging")
+    assert result.exit_code == 0, result.output
+    assert hub.state.head(repo) == main_head  # main untouched
+    assert hub.state.head(repo, "staging") == json.loads(result.stdout)["commit"]
+    assert hub.state.repos[repo].tags["v1"] == hub.state.head(repo, "staging")
