@@ -132,3 +132,8 @@ def test_build_real_all_minilm_l6_v2(tmp_path: Path) -> None:
     assert len(checks) == 6 and all(o["max_abs"] < 1e-4 and o["min_cosine"] > 0.9999 for o in checks)
     assert set(manifest["artifacts"]) == {"onnx", "onnx-optimized", "onnx-int8", "torchscript", "torch_export",
                                           "bettertransformer"}
+    # the recipe benchmarks on build: the card names the recommended artifact, which is one that passed
+    assert manifest["recommended"] in manifest["artifacts"] and data["recommended"] == manifest["recommended"]
+    assert {package.BENCH_JSON, package.BENCH_PNG} <= set(manifest["timing"]["files"])
+    card = (Path(data["package_dir"]) / package.CARD).read_text()
+    assert f"**`{manifest['recommended']}`**" in card and "![latency per artifact](bench.png)" in card
