@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.atomic import atomic_dir, link_or_copy, write_json
+from pipeline.bench import BENCH_JSON, BENCH_PNG
 from pipeline.recipe import Recipe
 from pipeline.source import ResolvedSource, sha256_file
 from pipeline.versions import library_versions
@@ -29,8 +30,6 @@ GOLDEN_INPUTS = "golden_inputs.npz"
 GOLDEN_OUTPUTS = "golden_outputs.npz"
 PARITY = "parity.json"
 CARD = "README.md"
-BENCH_JSON = "bench.json"
-BENCH_PNG = "bench.png"
 TIMING_FILES = (CARD, BENCH_JSON, BENCH_PNG)  # their bytes depend on measured times
 
 
@@ -96,13 +95,14 @@ def write(target: Path, *, recipe: Recipe, source: ResolvedSource, task: str, ar
             "golden": {"inputs": GOLDEN_INPUTS, "outputs": GOLDEN_OUTPUTS},
             "versions": library_versions(),
         }
-        manifest["files"] = file_table(tmp, known)  # before the card: the card shows sizes
+        table = file_table(tmp, known)
+        manifest["files"] = table  # before the card: the card shows sizes
         from pipeline.card import render, source_license
 
-        (tmp / CARD).write_text(render(repo_id=recipe.publish.repo if recipe.publish else None, manifest=manifest,
-                                       parity=parity, bench=bench, license=source_license(source.folder)),
-                                encoding="utf-8")
-        table = file_table(tmp, known)
+        card = tmp / CARD
+        card.write_text(render(repo_id=recipe.publish.repo if recipe.publish else None, manifest=manifest,
+                               parity=parity, bench=bench, license=source_license(source.folder)), encoding="utf-8")
+        table = {**table, CARD: {"sha256": sha256_file(card), "size": card.stat().st_size}}
         manifest["files"] = {k: v for k, v in table.items() if k not in TIMING_FILES}
         manifest["timing"] = {
             "bench": {k: bench[k] for k in ("settings", "primary_shape", "recommended", "results")} if bench else None,
