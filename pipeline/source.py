@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import SourceError
+from pipeline.parity import task_kind
 from pipeline.pooling import Pooling
 from pipeline.pooling import resolve as resolve_pooling
 from pipeline.recipe import Recipe, check_task
@@ -273,7 +274,7 @@ def load(recipe: Recipe, resolved: ResolvedSource) -> LoadedSource:
             hint="pick the task the checkpoint was trained for")
     model.eval()
     tokenizer = processor = None
-    if task.startswith("image-"):  # vision models take pixel_values made by their image processor
+    if task_kind(task) == "image":  # vision models take pixel_values made by their image processor
         processor = _image_processor(recipe, loc, resolved.folder)
     else:
         try:

@@ -110,13 +110,15 @@ class OnnxExport(Stage[OnnxParams]):
     def gate_for(self, artifact: str, task: str) -> Gate:
         """fp32-class graphs elementwise; lossy ones in task terms, on the recipe's real texts (on
         every batch for image tasks, which have no texts)."""
+        from pipeline.parity import task_kind
+
         variant = artifact.removeprefix("onnx-") if artifact != "onnx" else "fp32"
         if variant not in LOSSY:
             return self.default_gate
         if task == "feature-extraction":
             return Gate(min_pooled_cosine=0.99, batches="texts")
         return Gate(min_argmax_agreement=1.0, atol=0.1, rtol=0.0,
-                    batches="all" if task.startswith("image-") else "texts")
+                    batches="all" if task_kind(task) == "image" else "texts")
 
     def check(self, params: OnnxParams, config: Mapping[str, Any], task: str) -> None:
         from pipeline.errors import UnsupportedModelError
