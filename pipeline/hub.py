@@ -224,6 +224,16 @@ def push(build_dir: Path, *, revision: str = "main", create_pr: bool = False, dr
     return result
 
 
+def _quietly(read: Callable[[], Any]) -> Any:
+    """A read made only to explain a failure: its own failure (None) leaves the first one to be reported."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    try:
+        return read()
+    except (HfHubHTTPError, OSError, ValueError):
+        return None
+
+
 def _hub_error(repo_id: str, e: Any, doing: str) -> PublishError:
     detail = (getattr(e, "server_message", None) or "").strip().splitlines()
     return PublishError(f"{repo_id}: {doing} failed ({_status(e)}" + (f": {detail[0]}" if detail else "") + ")",
@@ -276,7 +286,7 @@ def _commit(api: Any, result: PushResult, manifest: dict[str, Any], ops: list[An
     except HfHubHTTPError as e:
         status = e.response.status_code if e.response is not None else None
         if status == 412 and attempts > 1 and not create_pr:
-            landed, files, remote = _remote_state(api, repo_id, revision, emit)
+            landed, _, remote = _quietly(lambda: _remote_state(api, repo_id, revision, emit)) or (None, None, None)
             if remote is not None and _comparable(remote) == _comparable(manifest):
                 emit("push", f"the commit had landed before its answer was lost: {str(landed)[:12]}")
                 result.commit, result.changed = landed, True
@@ -325,7 +335,8 @@ def _tag(api: Any, result: PushResult, dry_run: bool, emit: Events) -> None:
             _retrying(lambda: api.create_tag(result.repo_id, tag=tag, revision=target, tag_message=f"convert {tag}"),
                       f"tagging {tag}", emit)
         except (HfHubHTTPError, OSError) as e:
-            if _status(e) == "409" and tags().get(tag) == target:  # an earlier attempt made it; its answer was lost
+            # an earlier attempt made the tag and its answer was lost
+            if _status(e) == "409" and (_quietly(tags) or {}).get(tag) == target:
                 return
             raise PublishError(f"{result.repo_id}: tagging {tag} failed ({_describe(e)}); the commit "
                                f"{(target or '')[:12]} is published: push again to tag it", repo_id=result.repo_id,
