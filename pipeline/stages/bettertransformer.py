@@ -139,7 +139,7 @@ def supported() -> str:
 @register_stage("bettertransformer")
 class BetterTransformer(Stage[BetterTransformerParams]):
     params_model = BetterTransformerParams
-    version = 2  # 2: metadata names the token-level outputs
+    version = 3  # 2: metadata names the token-level outputs; 3: same bytes in every process
     description = "encoder layers on PyTorch's fused nn.TransformerEncoder fastpath (nested tensors skip padding)"
     package_folder = "bettertransformer"
 
@@ -172,10 +172,12 @@ class BetterTransformer(Stage[BetterTransformerParams]):
 
         with torch_common.quiet():
             module, outputs, described = build_module(source.model, source.model_type, source.task)
-            scripted = torch.jit.script(module)
+            scripted = torch_common.script(module)
             scripted.save(str(ctx.workdir / MODEL_FILE))
         state = {k: v.detach().contiguous() for k, v in module.state_dict().items()}
-        save_file(state, str(ctx.workdir / WEIGHTS_FILE), metadata={"format": "pt", "layout": LAYOUT})
+        # one metadata key: safetensors writes the header's metadata from a Rust HashMap, whose order
+        # is random per process, so two keys would give two byte orders (the layout is in config.json)
+        save_file(state, str(ctx.workdir / WEIGHTS_FILE), metadata={"format": "pt"})
         # the module's positional order; token_type_ids (optional, zeros) only where the tokenizer gives them
         given = set(getattr(source.tokenizer, "model_input_names", []) or [])
         inputs = ["input_ids", "attention_mask", *(["token_type_ids"] if "token_type_ids" in given else [])]

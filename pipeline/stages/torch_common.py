@@ -118,7 +118,7 @@ def trace(stage: str, model: Any, names: Sequence[str], example: Mapping[str, np
     """
     import torch
 
-    with quiet(), torch.no_grad():
+    with quiet(), torch.no_grad(), same_bytes_in_every_process():
         try:
             traced = torch.jit.trace(positional(model, names), tuple(tensors(example, names)), check_trace=False)
             frozen = torch.jit.freeze(traced.eval())
@@ -128,6 +128,45 @@ def trace(stage: str, model: Any, names: Sequence[str], example: Mapping[str, np
             first = str(e).strip().splitlines()[0] if str(e).strip() else ""
             raise StageError(stage, f"torch.jit.trace failed: {type(e).__name__}: {first}") from e
         torch.jit.save(frozen, str(path))
+
+
+class _SortedIterationSet(set):  # type: ignore[type-arg]
+    """A set that iterates in sorted order (its elements are attribute names)."""
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(sorted(set.__iter__(self), key=str))
+
+
+@contextlib.contextmanager
+def same_bytes_in_every_process() -> Iterator[None]:
+    """While torch.jit scripts or traces, the name sets it builds iterate in sorted order.
+
+    Why: torch.jit collects a module's constants (``__constants__`` and ``Final`` annotations) into a
+    plain ``set`` of names (torch/jit/_recursive.py, ``infer_concrete_type_builder``) and writes them
+    into the saved code in that set's iteration order, which follows Python's string hash seed; the
+    archive's ``.data/serialization_id`` is derived from the records' CRCs, so it differs then too.
+    Membership and size stay a set's; only the iteration order is fixed.
+    """
+    import torch.jit._recursive as recursive
+
+    had = "set" in vars(recursive)
+    previous = vars(recursive).get("set")
+    recursive.set = _SortedIterationSet  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        if had:
+            recursive.set = previous  # type: ignore[attr-defined]
+        else:
+            del recursive.set  # type: ignore[attr-defined]
+
+
+def script(module: Any) -> Any:
+    """``torch.jit.script`` whose saved archive has the same bytes in every process."""
+    import torch
+
+    with same_bytes_in_every_process():
+        return torch.jit.script(module)
 
 
 def output_names(model: Any, inputs: Mapping[str, np.ndarray]) -> list[str]:
