@@ -139,7 +139,7 @@ def supported() -> str:
 @register_stage("bettertransformer")
 class BetterTransformer(Stage[BetterTransformerParams]):
     params_model = BetterTransformerParams
-    version = 3  # 2: metadata names the token-level outputs; 3: same bytes in every process
+    version = 3  # 2: metadata names the token-level outputs; 3: same bytes in every process and checkout
     description = "encoder layers on PyTorch's fused nn.TransformerEncoder fastpath (nested tensors skip padding)"
     package_folder = "bettertransformer"
 
@@ -173,7 +173,7 @@ class BetterTransformer(Stage[BetterTransformerParams]):
         with torch_common.quiet():
             module, outputs, described = build_module(source.model, source.model_type, source.task)
             scripted = torch_common.script(module)
-            scripted.save(str(ctx.workdir / MODEL_FILE))
+            torch_common.save_jit(scripted, ctx.workdir / MODEL_FILE)
         state = {k: v.detach().contiguous() for k, v in module.state_dict().items()}
         # one metadata key: safetensors writes the header's metadata from a Rust HashMap, whose order
         # is random per process, so two keys would give two byte orders (the layout is in config.json)

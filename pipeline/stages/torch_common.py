@@ -127,7 +127,35 @@ def trace(stage: str, model: Any, names: Sequence[str], example: Mapping[str, np
         except Exception as e:  # the tracer raises bare RuntimeErrors for Python it cannot record
             first = str(e).strip().splitlines()[0] if str(e).strip() else ""
             raise StageError(stage, f"torch.jit.trace failed: {type(e).__name__}: {first}") from e
-        torch.jit.save(frozen, str(path))
+        save_jit(frozen, path)
+
+
+def save_jit(module: Any, path: Path) -> None:
+    """``torch.jit.save`` without the archive's debug records, so the bytes do not depend on where
+    the code ran from.
+
+    Why: the ``*.debug_pkl`` records hold the source ranges of every node, and for a trace the whole
+    Python call stack at trace time, with absolute paths (the checkout, the virtualenv, the caller:
+    CLI or a test runner). The archive is re-written with torch's own writer, every other record
+    copied as it is and in its order; ``torch.jit.load`` needs no debug records (its error messages
+    then name no source line). The writer derives ``.data/serialization_id`` from the records anew.
+    """
+    import torch
+
+    raw = path.with_name(f".{path.name}.with-debug")
+    torch.jit.save(module, str(raw))
+    try:
+        reader = torch._C.PyTorchFileReader(str(raw))
+        writer = torch._C.PyTorchFileWriter(str(path))
+        for name in reader.get_all_records():
+            if name.endswith(".debug_pkl") or name == ".data/serialization_id":
+                continue
+            data = reader.get_record(name)
+            writer.write_record(name, data, len(data))
+        writer.write_end_of_file()
+        del writer, reader
+    finally:
+        raw.unlink(missing_ok=True)
 
 
 class _SortedIterationSet(set):  # type: ignore[type-arg]
@@ -139,24 +167,38 @@ class _SortedIterationSet(set):  # type: ignore[type-arg]
 
 @contextlib.contextmanager
 def same_bytes_in_every_process() -> Iterator[None]:
-    """While torch.jit scripts or traces, the name sets it builds iterate in sorted order.
+    """While torch.jit scripts or traces, its process-wide state starts afresh and its name sets iterate
+    in sorted order, so the archive saved afterwards has the same bytes in every process.
 
-    Why: torch.jit collects a module's constants (``__constants__`` and ``Final`` annotations) into a
-    plain ``set`` of names (torch/jit/_recursive.py, ``infer_concrete_type_builder``) and writes them
-    into the saved code in that set's iteration order, which follows Python's string hash seed; the
-    archive's ``.data/serialization_id`` is derived from the records' CRCs, so it differs then too.
-    Membership and size stay a set's; only the iteration order is fixed.
+    Why, twice over:
+    - torch.jit names every module type it compiles ``___torch_mangle_<N>``, N counted by one
+      compilation unit per process (``torch.jit._state._python_cu``, read by name from C++ too), and
+      reuses cached types (``torch.jit._recursive.concrete_type_store``): a trace made after another
+      target was scripted in the same process got other names. Each save here gets a fresh unit
+      and type store (restored afterwards; the module keeps the unit it was compiled into).
+    - it collects a module's constants (``__constants__`` and ``Final`` annotations) into a plain
+      ``set`` of names (``infer_concrete_type_builder``) and writes them in that set's iteration
+      order, which follows Python's string hash seed.
+    The archive's ``.data/serialization_id`` derives from its records' CRCs, so it differed with either.
     """
+    import torch
     import torch.jit._recursive as recursive
+    import torch.jit._state as state
+    import torch.jit._trace as trace_mod
 
-    had = "set" in vars(recursive)
-    previous = vars(recursive).get("set")
+    saved = (state._python_cu, recursive._python_cu, trace_mod._python_cu, recursive.concrete_type_store)
+    fresh = torch._C.CompilationUnit()
+    state._python_cu = recursive._python_cu = trace_mod._python_cu = fresh
+    recursive.concrete_type_store = recursive.ConcreteTypeStore()
+    had_set = "set" in vars(recursive)
+    previous_set = vars(recursive).get("set")
     recursive.set = _SortedIterationSet  # type: ignore[attr-defined]
     try:
         yield
     finally:
-        if had:
-            recursive.set = previous  # type: ignore[attr-defined]
+        state._python_cu, recursive._python_cu, trace_mod._python_cu, recursive.concrete_type_store = saved
+        if had_set:
+            recursive.set = previous_set  # type: ignore[attr-defined]
         else:
             del recursive.set  # type: ignore[attr-defined]
 

@@ -27,7 +27,7 @@ class TorchExportParams(StageParams):
 @register_stage("torch_export")
 class TorchExport(Stage[TorchExportParams]):
     params_model = TorchExportParams
-    version = 1
+    version = 2  # 2: no stack traces (absolute paths) in the saved program
     description = "torch.export.export with dynamic batch and sequence, run with torch.export.load"
     package_folder = "torch_export"
 
@@ -52,6 +52,12 @@ class TorchExport(Stage[TorchExportParams]):
             except Exception as e:  # torch.export raises many types (UserError, GuardOnDataDependent...)
                 first = str(e).strip().splitlines()[0] if str(e).strip() else ""
                 raise StageError(self.name, f"torch.export.export failed: {type(e).__name__}: {first}") from e
+            # each node's stack_trace is the Python call stack at export time, with absolute paths of the
+            # checkout and the virtualenv: not part of the program, and it would make the bytes depend on them
+            for module in program.graph_module.modules():
+                if isinstance(module, torch.fx.GraphModule):
+                    for node in module.graph.nodes:
+                        node.meta.pop("stack_trace", None)
             torch.export.save(program, str(ctx.workdir / MODEL_FILE))
         return [Artifact(name=self.name, files=(MODEL_FILE,), metadata={
             "file": MODEL_FILE, "inputs": names, "outputs": outputs, "torch": torch.__version__,

@@ -31,7 +31,7 @@ class TorchScriptParams(StageParams):
 @register_stage("torchscript")
 class TorchScript(Stage[TorchScriptParams]):
     params_model = TorchScriptParams
-    version = 1
+    version = 2  # 2: the same bytes whatever the process compiled before
     description = "torch.jit.trace + freeze of the model, run with torch.jit.load"
     package_folder = "torchscript"
 
