@@ -20,9 +20,11 @@ from typing import Any
 
 import numpy as np
 
+from pipeline import cpu
 from pipeline.atomic import write_bytes, write_json
 from pipeline.errors import PipelineError
 from pipeline.stages import Artifact, get_stage
+from pipeline.versions import library_versions
 
 BENCH_JSON = "bench.json"
 BENCH_PNG = "bench.png"
@@ -202,7 +204,8 @@ def run(build_dir: Path, source: Any, settings: BenchSettings,
         "results": [{**asdict(m), "speedup_vs_eager": round(eager[tuple(m.shape)] / m.p50_ms, 3)}
                     for m in results],
         "gates": {name: report["passed"] for name, report in parity["artifacts"].items()},
-        "versions": {"torch": torch.__version__},
+        "versions": library_versions(),
+        "cpu": cpu.current(),  # speed figures hold for this CPU only
         "fingerprint": fingerprint,  # what was measured (artifacts, settings), for reuse by the build
     }
     write_json(build_dir / BENCH_JSON, report)

@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline import __version__, package, parity, settings
+from pipeline import __version__, cpu, package, parity, settings
 from pipeline import source as source_mod
 from pipeline.atomic import atomic_dir, write_json
 from pipeline.errors import ParityError, PipelineError, StageError
@@ -185,7 +185,9 @@ def _build(recipe: Recipe, build_dir: Path, source: _Source, emit: Events, optio
     task = recipe.task
 
     t = time.perf_counter()
-    golden_fp = fingerprint(kind="golden", source=source.resolved.fingerprint, task=task,
+    # eager outputs, parity figures and timings belong to the CPU that computed them (stage outputs do not)
+    on_cpu = cpu.numerics_record()
+    golden_fp = fingerprint(kind="golden", source=source.resolved.fingerprint, task=task, cpu=on_cpu,
                             texts=recipe.validation.texts, shapes=recipe.validation.shapes,
                             seed=recipe.validation.seed, **model_options(recipe))
     batches, reference, why = _reuse_golden(build_dir, golden_fp, options)
@@ -234,15 +236,17 @@ def _build(recipe: Recipe, build_dir: Path, source: _Source, emit: Events, optio
         for artifact in artifacts:
             gate = stage.gate_for(artifact.name, task).merged(recipe.validation.gates.get(artifact.name))
             hashes = {f: record["outputs"][artifact.name]["files"][f]["sha256"] for f in artifact.files}
+            numerics = artifact.metadata.get("numerics", {})  # an int8 graph: which arithmetic gates it
             parity_fp = fingerprint(kind="parity", files=hashes, gate=gate.model_dump(), golden=golden_fp,
-                                    skips_padding=artifact.skips_padding)
+                                    skips_padding=artifact.skips_padding, numerics=numerics or None)
             t = time.perf_counter()
             report = _reuse_parity(build_dir, artifact.name, parity_fp, options)
             if report is None:
                 emit(artifact.name, "checking parity against eager")
                 report = parity.check_artifact(artifact.name, stage.runner(stage_dir, artifact), batches,
                                                reference, gate, skips_padding=artifact.skips_padding,
-                                               token_outputs=artifact.metadata.get("token_outputs"))
+                                               token_outputs=artifact.metadata.get("token_outputs"),
+                                               numerics=numerics.get("gated_with"))
                 write_json(build_dir / "parity" / f"{artifact.name}.json",
                            {"fingerprint": parity_fp, "report": report.to_json()})
             else:
@@ -277,7 +281,7 @@ def _build(recipe: Recipe, build_dir: Path, source: _Source, emit: Events, optio
         from pipeline import bench as bench_mod
 
         settings_ = recipe.bench.settings()
-        bench_fp = fingerprint(kind="bench", settings=asdict(settings_), source=source.resolved.fingerprint,
+        bench_fp = fingerprint(kind="bench", settings=asdict(settings_), source=source.resolved.fingerprint, cpu=on_cpu,
                                artifacts={a.name: a.sha256 for a in passing})
         previous = _read_json(build_dir / bench_mod.BENCH_JSON)
         t = time.perf_counter()

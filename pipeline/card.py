@@ -117,13 +117,36 @@ def _body(repo: str, manifest: dict[str, Any], parity: dict[str, Any], bench: di
                      f"{_fmt(_worst(report, 'min_pooled_cosine', min), '.6f')} | "
                      f"{_fmt(_worst(report, 'argmax_agreement', min), '.3f')} | passed |")
     lines += ["", "The shipped `golden_inputs.npz` and `golden_outputs.npz` (entries `<batch>/<tensor>`) let anyone "
-              "re-check a download: `convert verify " + repo + "`.", ""]
+              "re-check a download: `convert verify " + repo + "` (it re-gates every artifact on the CPU it runs "
+              "on).", ""]
+    from pipeline.cpu import summary
+
+    if manifest.get("gated_on"):
+        lines += [f"Gated on: {summary(manifest['gated_on'])}.", ""]
+    int8 = {art: entry for art, entry in artifacts.items() if "numerics" in entry.get("metadata", {})}
+    if int8:
+        lines += ["### int8 files and CPUs", "",
+                  "int8 numbers depend on the CPU's kernels: onnxruntime's U8S8 kernels (QInt8 weights) are exact on "
+                  "x86-64 with VNNI or AMX and on ARM64, and can saturate on x86-64 without VNNI; U8U8 (QUInt8 "
+                  "weights) and 7-bit weights are exact everywhere.", "",
+                  "| artifact | file | weights | meant for | exact on | gated with |",
+                  "| --- | --- | --- | --- | --- | --- |"]
+        for art, entry in int8.items():
+            meta = entry["metadata"]
+            n = meta["numerics"]
+            weights = n["weights"] + (" (7-bit)" if n.get("reduce_range") else "")
+            lines.append(f"| `{art}` | `{entry['folder']}/{meta['file']}` | {weights} | "
+                         f"{meta.get('suits', 'any CPU' if n['exact_on'] == 'every CPU' else 'VNNI/AMX or ARM64')} | "
+                         f"{n['exact_on']} | {n['gated_with']} |")
+        lines.append("")
     if bench:
         s = bench["settings"]
+        measured_on = f" Measured on: {summary(bench['cpu'])}." if bench.get("cpu") else ""
         lines += ["## Benchmark", "",
                   f"{s['threads']} threads, {s['warmup']} warm-up and {s['runs']} timed runs per shape, padding "
                   f"{s['padding']:.0%}. Recommended: the fastest artifact that passed its gate at "
-                  f"{bench['primary_shape'][0]}x{bench['primary_shape'][1]}: **`{bench['recommended']}`**.", "",
+                  f"{bench['primary_shape'][0]}x{bench['primary_shape'][1]}: **`{bench['recommended']}`**."
+                  + measured_on, "",
                   "| artifact | shape | p50 ms | p90 ms | × eager | GFLOP/s |", "| --- | --- | --- | --- | --- | --- |"]
         for r in bench["results"]:
             lines.append(f"| `{r['artifact']}` | {r['shape'][0]}x{r['shape'][1]} | {r['p50_ms']:.1f} | "

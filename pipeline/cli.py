@@ -280,8 +280,11 @@ def verify(repo: str, manifest_sha256: str | None, as_json: bool) -> None:
     if not result.ok:
         raise PipelineError(f"{repo}: {len(result.problems)} problem(s): " + "; ".join(result.problems))
     if not as_json:
+        from pipeline.cpu import summary
+
         click.echo(f"{repo_id}@{(result.commit or '')[:12]}: ok ({result.files_checked} files match the manifest; "
                    f"golden outputs reproduced by {', '.join(result.artifacts_checked) or 'no artifact'})")
+        click.echo(f"re-gated on: {summary(result.cpu)}")
 
 
 @main.command()

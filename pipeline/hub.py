@@ -351,6 +351,7 @@ class VerifyResult:
     files_checked: int
     artifacts_checked: list[str]
     problems: list[str]
+    cpu: dict[str, Any] = field(default_factory=dict)  # the verifying machine's: artifacts were re-gated there
 
     @property
     def ok(self) -> bool:
@@ -387,7 +388,9 @@ def verify(repo_id: str, revision: str = "main", *, manifest_sha256: str | None 
                            request_id=e.request_id) from None
     except (OSError, ValueError) as e:
         raise PublishError(f"{repo_id}@{revision}: download failed ({type(e).__name__})", repo_id=repo_id) from None
-    result = VerifyResult(repo_id, revision, folder.name, 0, [], [])
+    from pipeline import cpu
+
+    result = VerifyResult(repo_id, revision, folder.name, 0, [], [], cpu=cpu.current())
     problems = result.problems
     manifest_path = folder / package.MANIFEST
     if not manifest_path.is_file():
@@ -429,7 +432,8 @@ def verify(repo_id: str, revision: str = "main", *, manifest_sha256: str | None 
         gate = Gate(**report["artifacts"][name]["gate"])
         check = parity.check_artifact(name, stage.runner(folder / folder_in_repo, artifact), batches, reference,
                                       gate, skips_padding=artifact.skips_padding,
-                                      token_outputs=artifact.metadata.get("token_outputs"))
+                                      token_outputs=artifact.metadata.get("token_outputs"),
+                                      numerics=artifact.metadata.get("numerics", {}).get("gated_with"))
         problems.extend(check.failures)
         result.artifacts_checked.append(name)
     return result

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline import cpu
 from pipeline.atomic import atomic_dir, link_or_copy, write_json
 from pipeline.bench import BENCH_JSON, BENCH_PNG
 from pipeline.recipe import Recipe
@@ -94,6 +95,8 @@ def write(target: Path, *, recipe: Recipe, source: ResolvedSource, task: str, ar
             "recommended": bench["recommended"] if bench else None,
             "golden": {"inputs": GOLDEN_INPUTS, "outputs": GOLDEN_OUTPUTS},
             "versions": library_versions(),
+            # parity numbers (and which int8 kernels ran) belong to the CPU that gated them
+            "gated_on": cpu.numerics_record(),
         }
         table = file_table(tmp, known)
         manifest["files"] = table  # before the card: the card shows sizes

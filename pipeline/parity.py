@@ -364,7 +364,7 @@ def compare_exact(actual: np.ndarray, expected: np.ndarray) -> tuple[OutputCheck
 
 def check_artifact(name: str, runner: Runner, batches: Sequence[GoldenBatch],
                    reference: Sequence[Outputs], gate: Gate, skips_padding: bool = False,
-                   token_outputs: Collection[str] | None = None) -> ArtifactParity:
+                   token_outputs: Collection[str] | None = None, numerics: str | None = None) -> ArtifactParity:
     """Run ``runner`` on every golden batch and compare each output it shares with eager.
 
     Every failure is collected (not just the first); a runner that raises or returns a wrong
@@ -373,6 +373,7 @@ def check_artifact(name: str, runner: Runner, batches: Sequence[GoldenBatch],
     values there feed nothing downstream. ``token_outputs`` names them, as the artifact declares;
     without it, outputs shaped ``[batch, sequence, ...]`` are taken for token-level (a per-sample
     ``[batch, n]`` output whose ``n`` equals the sequence length would then be masked too).
+    ``numerics`` says with which arithmetic the runner computes (an int8 graph's kernels), for the report.
     """
     checks, failures = [], []
     returned: set[str] = set()  # every output name the artifact gave
@@ -435,6 +436,8 @@ def check_artifact(name: str, runner: Runner, batches: Sequence[GoldenBatch],
         compared += (f"; generation: {GENERATED} must equal eager generate(do_sample=False) token for token, "
                      f"{STEP_LOGITS} (the logits of every greedy step, the artifact decoding with its own cache) "
                      "and prefill logits / encoder output under the gate")
+    if numerics:
+        compared += f"; computed with {numerics}"
     unmatched = sorted({k for r in reference for k in r} - returned)
     if returned and unmatched:  # e.g. BERT's pooler_output, or sentence_embedding from a target without it
         compared += f"; eager outputs the artifact does not return (not compared): {', '.join(unmatched)}"

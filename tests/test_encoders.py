@@ -307,7 +307,9 @@ def test_sentence_embedding_is_pooled_and_normalized_inside_the_graph(tmp_path: 
         report = data["parity"]["artifacts"][artifact]
         assert report["passed"]
         rows = [o for b in report["batches"] for o in b["outputs"] if o["output"] == "sentence_embedding"]
-        assert len(rows) == len(report["batches"]) and all(o["min_pooled_cosine"] >= 0.99 for o in rows)
+        assert len(rows) == len(report["batches"])  # reported on every batch; gated where the gate says
+        gated = [o for o in rows if o["gated"]]
+        assert gated and all(o["min_pooled_cosine"] >= 0.99 for o in gated)  # what the gate guarantees, no more
         if artifact in ("onnx", "onnx-optimized"):
             assert all(o["max_abs"] <= 1e-4 and o["gated"] for o in rows)
         graph = onnx.load(str(pkg / "onnx" / file))

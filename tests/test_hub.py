@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from pipeline import package
+from pipeline import cpu, package
 from pipeline.cli import main
 from tests.hub_server import HubServer
 from tests.tiny import write_recipe
@@ -154,6 +154,7 @@ def test_verify_passes_then_catches_a_tampered_file_and_a_tampered_manifest(tmp_
     ok = CliRunner().invoke(main, ["verify", f"{repo}@v1"])
     assert ok.exit_code == 0, ok.output
     assert "golden outputs reproduced by onnx" in ok.stdout
+    assert f"re-gated on: {cpu.summary()}" in ok.stdout  # the verifying machine's instruction set
 
     graph = bytearray(hub.state.files(repo)["onnx/model.onnx"])
     graph[-5] ^= 0xFF

@@ -86,5 +86,5 @@ def test_variant_names_are_checked(tmp_path: Path) -> None:
     recipe = write_recipe(tmp_path / "r.yaml", tmp_path, targets={"onnx": {"variants": ["fp32", "int4"]}})
     result = CliRunner().invoke(main, ["validate", str(recipe)])
     assert result.exit_code == 2
-    assert ("targets.onnx.variants.1: input should be 'fp32', 'optimized', 'int8' or 'fp16' (got 'int4')"
-            in result.stderr)
+    assert ("targets.onnx.variants.1: input should be 'fp32', 'optimized', 'int8', 'fp16', 'int8-arm64', "
+            "'int8-avx2', 'int8-avx512' or 'int8-avx512_vnni' (got 'int4')" in result.stderr)

@@ -211,3 +211,23 @@ def write_recipe(path: Path, source_folder: Path | None = None, **overrides: obj
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
     return path
+
+
+DEMO_SHAPED_TARGETS = {
+    "onnx": {"opset": 17, "variants": ["fp32", "optimized", "int8", "int8-avx2", "int8-avx512_vnni"]},
+    "torchscript": {}, "torch_export": {}, "bettertransformer": {},
+}
+
+
+def demo_shaped_recipe(path: Path, checkpoint: Path, **overrides: object) -> Path:
+    """A recipe shaped like the demo's (recipes/all-minilm-l6-v2.yaml) on a tiny BERT: a copy of
+    ``checkpoint`` made a sentence-transformers checkpoint (mean pooling, Normalize), the pooled
+    ``sentence_embedding`` in the graph, and every target: ONNX with optimized and int8 variants
+    (per-CPU ones too), TorchScript, torch.export and BetterTransformer."""
+    import shutil
+
+    folder = path.parent / "demo-shaped-checkpoint"
+    if not folder.exists():
+        shutil.copytree(checkpoint, folder)
+        write_sentence_transformers_files(folder)
+    return write_recipe(path, folder, **{"sentence_embedding": {}, "targets": DEMO_SHAPED_TARGETS, **overrides})

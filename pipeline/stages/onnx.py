@@ -8,10 +8,27 @@ the variants the recipe lists, each with optimum's and onnxruntime's own tools:
   reads from the config;
 - ``int8`` (``model_quantized.onnx``): dynamic quantization by optimum's ``ORTQuantizer`` of the
   plain graph (quantizing the fused graph fails shape inference), optional per-channel weights,
-  onnxruntime's quantization pre-processing, and nodes kept in fp32 by name;
+  onnxruntime's quantization pre-processing, and nodes kept in fp32 by name. Its weights are QInt8
+  in 7 bits by default (``int8.weights``, ``int8.reduce_range``), so its numbers are the same on every
+  CPU (below), and it runs onnxruntime's faster U8S8 kernels;
+- ``int8-arm64``, ``int8-avx2``, ``int8-avx512``, ``int8-avx512_vnni``: the same quantization with
+  optimum's ``AutoQuantizationConfig`` preset for that instruction set, in the file
+  sentence-transformers names for it (``model_qint8_avx512_vnni.onnx`` …), each its own artifact;
 - ``fp16`` (``model_fp16.onnx``): the optimized graph with fp16 weights, fp32 inputs and outputs.
 
 Every variant is gated and measured like any artifact; none is assumed faster or accurate.
+
+int8 numerics depend on the CPU that runs the graph. onnxruntime's U8S8 kernels (QInt8 weights) use
+VPMADDUBSW on x86 without VNNI (AVX2, AVX-512 without VNNI), whose 16-bit pair sums can saturate;
+VNNI, AMX and ARM64 compute U8S8 exactly, and U8U8 (QUInt8 weights) is exact everywhere, as are
+QInt8 weights in 7 bits (``reduce_range``: a pair sum cannot reach the 16-bit limit). So each int8
+graph records which CPUs compute it exactly (``numerics`` in its metadata), and a graph whose
+exactness needs VNNI or ARM64 is gated with the numbers such a CPU computes, whatever CPU builds it:
+on a CPU without exact U8S8, onnxruntime's ``session.x64quantprecision=1`` (its weights rewritten to
+U8U8, exact integer arithmetic; on a VNNI CPU its outputs equal the native ones bit for bit, at half
+the speed, so it is used only where needed); its parity report says so. The ``avx512`` preset
+(AVX-512 without VNNI) is built with ``reduce_range`` for that reason.
+
 optimum's own export validation is switched off: it only warns on a miss.
 
 With the recipe's ``sentence_embedding``, the graph also outputs ``sentence_embedding``: optimum's
@@ -38,11 +55,13 @@ import logging
 import shutil
 import warnings
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, field_validator
 
+from pipeline import cpu
 from pipeline.errors import StageError
 from pipeline.pooling import OUTPUT as POOLED_OUTPUT
 from pipeline.stages.base import Artifact, Gate, Runner, Stage, StageContext, StageParams, register_stage
@@ -51,11 +70,40 @@ if TYPE_CHECKING:
     from pipeline.source import LoadedSource
 
 ONNX_FILE = "model.onnx"
-Variant = Literal["fp32", "optimized", "int8", "fp16"]
-# File names optimum's ORTModel (file_name=...) and transformers.js (dtype: fp32/q8/fp16) look for.
+Variant = Literal["fp32", "optimized", "int8", "fp16", "int8-arm64", "int8-avx2", "int8-avx512", "int8-avx512_vnni"]
+WeightType = Literal["quint8", "qint8"]
+
+
+@dataclass(frozen=True)
+class Int8Preset:
+    """A per-CPU int8 variant: optimum's ``AutoQuantizationConfig`` preset, the file sentence-transformers
+    names for it, its weight type, and whether the weights use 7 bits."""
+
+    preset: str
+    file: str
+    weights: WeightType
+    reduce_range: bool
+    suits: str  # the CPUs the file is meant for (model card)
+
+
+INT8_PRESETS: dict[str, Int8Preset] = {
+    "int8-arm64": Int8Preset("arm64", "model_qint8_arm64.onnx", "qint8", False, "ARM64 (NEON dot product)"),
+    "int8-avx2": Int8Preset("avx2", "model_quint8_avx2.onnx", "quint8", False,
+                            "x86-64 with AVX2 and no VNNI (U8U8 kernels)"),
+    # 7-bit weights: AVX-512 without VNNI runs U8S8 through VPMADDUBSW, which saturates at full range
+    "int8-avx512": Int8Preset("avx512", "model_qint8_avx512.onnx", "qint8", True,
+                              "x86-64 with AVX-512 and no VNNI (7-bit weights, no saturation)"),
+    "int8-avx512_vnni": Int8Preset("avx512_vnni", "model_qint8_avx512_vnni.onnx", "qint8", False,
+                                   "x86-64 with AVX-512 VNNI, AVX-VNNI or AMX"),
+}
+# File names optimum's ORTModel (file_name=...), transformers.js (dtype: fp32/q8/fp16) and
+# sentence-transformers (model_kwargs={"file_name": ...}) look for.
 VARIANT_FILES: dict[str, str] = {"fp32": ONNX_FILE, "optimized": "model_optimized.onnx",
-                                 "int8": "model_quantized.onnx", "fp16": "model_fp16.onnx"}
-LOSSY: frozenset[str] = frozenset({"int8", "fp16"})
+                                 "int8": "model_quantized.onnx", "fp16": "model_fp16.onnx",
+                                 **{name: preset.file for name, preset in INT8_PRESETS.items()}}
+INT8: frozenset[str] = frozenset({"int8", *INT8_PRESETS})
+LOSSY: frozenset[str] = frozenset({"fp16", *INT8})
+EXACT_INT8_SESSION = {"session.x64quantprecision": "1"}  # onnxruntime: U8U8 (exact) in place of U8S8 on x86
 ENCODER_FILE, MERGED_DECODER_FILE = "encoder_model.onnx", "decoder_model_merged.onnx"
 UNMERGED_DECODER_FILES = ("decoder_model.onnx", "decoder_with_past_model.onnx")
 
@@ -66,7 +114,15 @@ class OptimizationParams(StageParams):
 
 
 class Int8Params(StageParams):
+    """Settings of every int8 variant; ``weights`` and ``reduce_range`` are the default ``int8``
+    variant's (each ``int8-<cpu>`` variant takes its preset's)."""
+
     per_channel: bool = Field(default=True, description="one weight scale per output channel")
+    weights: WeightType = Field(default="qint8", description="weight type of the int8 variant: qint8 (U8S8 "
+                                "kernels: exact on VNNI/AMX and ARM64 CPUs, and on every CPU with reduce_range) or "
+                                "quint8 (U8U8 kernels: exact on every CPU, slower)")
+    reduce_range: bool = Field(default=True, description="weights in 7 bits: VPMADDUBSW (x86 without VNNI) cannot "
+                               "saturate, so the int8 variant computes the same numbers on every CPU")
     preprocess: bool = Field(default=True, description="run onnxruntime's quantization pre-processing first")
     operators: list[str] = Field(default=["MatMul"], min_length=1,
                                  description="op types to quantize (Gather would quantize the embeddings)")
@@ -90,6 +146,23 @@ class OnnxParams(StageParams):
         return value
 
 
+def int8_numerics(weights: str, reduce_range: bool) -> dict[str, Any]:
+    """Which CPUs compute an int8 graph with these weights exactly, and the onnxruntime session
+    settings that give those numbers on any x86 CPU (for the gate)."""
+    if weights == "quint8":
+        return {"weights": weights, "reduce_range": reduce_range, "kernels": "U8U8", "exact_on": "every CPU",
+                "gated_with": "the build CPU's own kernels (U8U8 is exact on every CPU)"}
+    if reduce_range:
+        return {"weights": weights, "reduce_range": True, "kernels": "U8S8, 7-bit weights", "exact_on": "every CPU",
+                "gated_with": "the build CPU's own kernels (7-bit weights cannot saturate VPMADDUBSW)"}
+    return {"weights": weights, "reduce_range": False, "kernels": "U8S8",
+            "exact_on": "x86-64 with VNNI or AMX, and ARM64; on x86-64 without VNNI (AVX2, AVX-512 without VNNI) "
+                        "onnxruntime's VPMADDUBSW kernels can saturate",
+            "gated_with": "exact integer arithmetic, as a VNNI or ARM64 CPU computes it, whatever CPU built it "
+                          "(where the build CPU lacks VNNI: onnxruntime's U8U8 path, session.x64quantprecision=1)",
+            "session_config": dict(EXACT_INT8_SESSION)}
+
+
 DECODING = "onnxruntime, greedy, the graphs driven step by step with their past key values"
 
 
@@ -100,7 +173,7 @@ def artifact_name(variant: str) -> str:
 @register_stage("onnx")
 class OnnxExport(Stage[OnnxParams]):
     params_model = OnnxParams
-    version = 2
+    version = 3  # 3: int8 weights QUInt8 by default; per-CPU int8 variants; numerics in the metadata
     description = "ONNX graphs exported by optimum-onnx, run with onnxruntime"
     package_folder = "onnx"  # where optimum's ORTModel (subfolder="onnx") and transformers.js look
 
@@ -112,7 +185,7 @@ class OnnxExport(Stage[OnnxParams]):
         every batch for image tasks, which have no texts)."""
         from pipeline.parity import task_kind
 
-        variant = artifact.removeprefix("onnx-") if artifact != "onnx" else "fp32"
+        variant = artifact.removeprefix("onnx-") if artifact != "onnx" else "fp32"  # e.g. onnx-int8-avx2
         if variant not in LOSSY:
             return self.default_gate
         if task == "feature-extraction":
@@ -149,8 +222,9 @@ class OnnxExport(Stage[OnnxParams]):
                     built["optimized"] = self._optimize(work, params, fp16=False)
                 if "fp16" in params.variants:
                     built["fp16"] = self._optimize(work, params, fp16=True)
-            if "int8" in params.variants:
-                built["int8"] = self._quantize(ctx, params)
+            int8 = [v for v in params.variants if v in INT8]
+            if int8:
+                built.update(self._quantize(ctx, params, int8))
         (work / "config.json").unlink(missing_ok=True)
         if "fp32" not in params.variants:  # the base graph of the others, not an artifact itself
             (work / ONNX_FILE).unlink()
@@ -161,6 +235,11 @@ class OnnxExport(Stage[OnnxParams]):
             file = built[variant]
             files = tuple(sorted(p.name for p in work.glob(f"{file}*")))  # the graph and its external data
             metadata = {"file": file, "variant": variant, "opset": params.opset, **_io_names(work / file)}
+            if variant in INT8:
+                weights, reduce_range = int8_settings(variant, params.int8)
+                metadata["numerics"] = int8_numerics(weights, reduce_range)
+                if variant in INT8_PRESETS:
+                    metadata["suits"] = INT8_PRESETS[variant].suits
             if kind == "generation":
                 metadata["decoding"] = DECODING
             if ctx.source.pooling is not None:  # how the sentence_embedding output pools, and who said so
@@ -223,19 +302,26 @@ class OnnxExport(Stage[OnnxParams]):
         (work / "ort_config.json").unlink(missing_ok=True)
         return VARIANT_FILES["fp16" if fp16 else "optimized"]
 
-    def _quantize(self, ctx: StageContext, params: OnnxParams) -> str:
+    def _quantize(self, ctx: StageContext, params: OnnxParams, variants: list[str]) -> dict[str, str]:
+        """Each int8 variant from one pre-processed copy of the plain graph; returns variant -> file."""
         work = ctx.workdir
         tmp = work / "int8-input"
+        built = {}
         try:
             prepare_int8_input(work / ONNX_FILE, tmp, ctx.source.config, params.int8)
-            quantize_int8(tmp, params.int8, nodes_to_exclude=list(params.int8.exclude_nodes))
-            for produced in tmp.glob(f"{VARIANT_FILES['int8']}*"):
-                shutil.move(str(produced), work / produced.name)
+            for variant in variants:
+                weights, reduce_range = int8_settings(variant, params.int8)
+                produced = quantize_int8(tmp, params.int8, weights=weights, reduce_range=reduce_range,
+                                         nodes_to_exclude=list(params.int8.exclude_nodes),
+                                         file_name=VARIANT_FILES[variant])
+                for extra in tmp.glob(f"{produced.name}*"):  # the graph and any external data
+                    shutil.move(str(extra), work / extra.name)
+                built[variant] = produced.name
         except Exception as e:  # onnxruntime's quantizer raises bare errors for graphs it cannot handle
             raise StageError(f"{self.name}-int8", f"{type(e).__name__}: {e}") from e
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-        return VARIANT_FILES["int8"]
+        return built
 
     def runner(self, stage_dir: Path, artifact: Artifact, threads: int | None = None) -> Runner:
         meta = artifact.metadata
@@ -246,7 +332,17 @@ class OnnxExport(Stage[OnnxParams]):
                 return onnx_generation.seq2seq_runner(stage_dir / meta["encoder"], stage_dir / meta["file"],
                                                       meta["decoder_start_token_id"], threads=threads)
             return onnx_generation.causal_lm_runner(stage_dir / meta["file"], threads=threads)
-        return ort_runner(stage_dir / meta["file"], threads=threads)
+        exact = meta.get("numerics", {}).get("session_config")
+        if exact and cpu.current()["exact_u8s8"]:  # this CPU computes U8S8 exactly: the same numbers, natively
+            exact = None
+        return ort_runner(stage_dir / meta["file"], threads=threads, session_config=exact)
+
+
+def int8_settings(variant: str, params: Int8Params) -> tuple[str, bool]:
+    """(weight type, reduce_range) of an int8 variant: its preset's, or the recipe's for ``int8``."""
+    if variant in INT8_PRESETS:
+        return INT8_PRESETS[variant].weights, INT8_PRESETS[variant].reduce_range
+    return params.weights, params.reduce_range
 
 
 def pooled_onnx_config(source: LoadedSource) -> Any:
@@ -311,25 +407,32 @@ def prepare_int8_input(source: Path, folder: Path, config: Any, params: Int8Para
     config.save_pretrained(folder)
 
 
-def quantize_int8(folder: Path, params: Int8Params, *, nodes_to_quantize: list[str] | None = None,
-                  nodes_to_exclude: list[str] | None = None) -> Path:
-    """Dynamic int8 quantization of ``folder``/model.onnx by optimum's ``ORTQuantizer`` (AVX512-VNNI
-    settings: int8 symmetric weights, uint8 activations); writes ``model_quantized.onnx`` there.
+def quantize_int8(folder: Path, params: Int8Params, *, weights: str | None = None, reduce_range: bool | None = None,
+                  nodes_to_quantize: list[str] | None = None, nodes_to_exclude: list[str] | None = None,
+                  file_name: str = "model_quantized.onnx") -> Path:
+    """Dynamic int8 quantization of ``folder``/model.onnx by optimum's ``ORTQuantizer``: uint8
+    activations, ``weights`` (default ``params.weights``) symmetric, per channel if asked; writes
+    ``file_name`` (``model_<suffix>.onnx``) there and returns its path.
 
-    The one code path for the int8 variant and for benchmarks/int8_sensitivity.py, so the nodes
-    that script picks behave the same in the build.
+    QUInt8 weights take optimum's ``avx2`` preset, QInt8 its ``avx512`` one (``reduce_range`` as
+    given; with full range it equals the ``avx512_vnni`` and ``arm64`` presets). The one code path for
+    every int8 variant and for benchmarks/int8_sensitivity.py, so the nodes that script picks behave
+    the same in the build.
     """
     from optimum.onnxruntime import ORTQuantizer
     from optimum.onnxruntime.configuration import AutoQuantizationConfig
 
+    weights = weights or params.weights
+    reduce_range = params.reduce_range if reduce_range is None else reduce_range
+    preset = AutoQuantizationConfig.avx2 if weights == "quint8" else AutoQuantizationConfig.avx512
     with _quiet():
         quantizer = ORTQuantizer.from_pretrained(folder, file_name=ONNX_FILE)
-        config = AutoQuantizationConfig.avx512_vnni(is_static=False, per_channel=params.per_channel,
-                                                    operators_to_quantize=list(params.operators),
-                                                    nodes_to_quantize=nodes_to_quantize,
-                                                    nodes_to_exclude=nodes_to_exclude)
-        quantizer.quantize(config, save_dir=folder, file_suffix="quantized")
-    return folder / VARIANT_FILES["int8"]
+        config = preset(is_static=False, per_channel=params.per_channel, reduce_range=reduce_range,
+                        operators_to_quantize=list(params.operators), nodes_to_quantize=nodes_to_quantize,
+                        nodes_to_exclude=nodes_to_exclude)
+        quantizer.quantize(config, save_dir=folder,
+                           file_suffix=file_name.removeprefix("model_").removesuffix(".onnx"))
+    return folder / file_name
 
 
 @contextlib.contextmanager
@@ -358,22 +461,17 @@ def _io_names(path: Path) -> dict[str, list[str]]:
             "outputs": [o.name for o in graph.output]}
 
 
-def ort_runner(path: Path, threads: int | None = None) -> Runner:
+def ort_runner(path: Path, threads: int | None = None, session_config: Mapping[str, str] | None = None) -> Runner:
     """An onnxruntime session on CPU as a numpy-in, numpy-out callable.
 
     Inputs the graph does not take are ignored; integer inputs are cast to the graph's type.
+    ``session_config`` entries are added to the session options (an int8 graph's exact-arithmetic setting).
     """
     import numpy as np
-    import onnxruntime as ort
 
-    from pipeline.settings import threads as configured_threads
+    from pipeline.stages.onnx_generation import session as open_session
 
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    threads = threads or configured_threads()
-    if threads:
-        options.intra_op_num_threads = threads
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    session = open_session(path, threads, session_config)
     types = {i.name: i.type for i in session.get_inputs()}
     output_names = [o.name for o in session.get_outputs()]
     dtypes = {"tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(float)": np.float32}

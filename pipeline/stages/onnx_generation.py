@@ -27,16 +27,23 @@ STEP_LOGITS = "step_logits"
 MAX_NEW_TOKENS = "max_new_tokens"  # golden input: how many greedy steps to take
 
 
-def _session(path: Path, threads: int | None) -> Any:
+def session(path: Path, threads: int | None, session_config: Mapping[str, str] | None = None) -> Any:
+    """An onnxruntime CPU session: every artifact runner of the ONNX stage opens its graphs here.
+
+    ``threads`` (or ``CONVERT_THREADS``) fixes the intra-op threads; ``session_config`` entries (an
+    int8 graph's exact-arithmetic setting) and ``CONVERT_ORT_SESSION_CONFIG``'s are added to the options.
+    """
     import onnxruntime as ort
 
-    from pipeline.settings import threads as configured_threads
+    from pipeline import settings
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    threads = threads or configured_threads()
+    threads = threads or settings.threads()
     if threads:
         options.intra_op_num_threads = threads
+    for key, value in {**settings.ort_session_config(), **(session_config or {})}.items():
+        options.add_session_config_entry(key, value)
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
@@ -60,21 +67,21 @@ def position_ids(mask: np.ndarray) -> np.ndarray:
 
 def causal_lm_runner(path: Path, threads: int | None = None) -> Runner:
     """Greedy decoding with a decoder-only graph (``model.onnx``), with or without past inputs."""
-    session = _session(path, threads)
-    names = {i.name for i in session.get_inputs()}
-    outputs = [o.name for o in session.get_outputs()]
+    graph = session(path, threads)
+    names = {i.name for i in graph.get_inputs()}
+    outputs = [o.name for o in graph.get_outputs()]
     with_past = any(n.startswith("past_key_values.") for n in names)
 
     def run(inputs: Mapping[str, np.ndarray]) -> Outputs:
         ids = np.asarray(inputs["input_ids"], dtype=np.int64)
         mask = np.asarray(inputs.get("attention_mask", np.ones_like(ids)), dtype=np.int64)
         steps = int(np.asarray(inputs[MAX_NEW_TOKENS]).reshape(-1)[0])
-        past = _empty_past(session, ids.shape[0]) if with_past else {}
+        past = _empty_past(graph, ids.shape[0]) if with_past else {}
         feed_ids, prefill, step_logits, tokens = ids, None, [], []
         for step in range(steps):
             pos = position_ids(mask)[:, -feed_ids.shape[1]:]
             feed = {"input_ids": feed_ids, "attention_mask": mask, "position_ids": pos, **past}
-            result = dict(zip(outputs, session.run(outputs, {k: v for k, v in feed.items() if k in names}),
+            result = dict(zip(outputs, graph.run(outputs, {k: v for k, v in feed.items() if k in names}),
                               strict=True))
             logits = result["logits"]
             if prefill is None:
@@ -99,8 +106,8 @@ def causal_lm_runner(path: Path, threads: int | None = None) -> Runner:
 def seq2seq_runner(encoder: Path, decoder: Path, decoder_start_token_id: int, threads: int | None = None) -> Runner:
     """Greedy decoding with optimum's encoder graph and its merged decoder (``use_cache_branch``
     false at the first step, true after), as ``ORTModelForSeq2SeqLM`` runs them."""
-    enc = _session(encoder, threads)
-    dec = _session(decoder, threads)
+    enc = session(encoder, threads)
+    dec = session(decoder, threads)
     enc_names = {i.name for i in enc.get_inputs()}
     dec_names = {i.name for i in dec.get_inputs()}
     dec_outputs = [o.name for o in dec.get_outputs()]
