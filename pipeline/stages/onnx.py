@@ -109,6 +109,8 @@ UNMERGED_DECODER_FILES = ("decoder_model.onnx", "decoder_with_past_model.onnx")
 
 
 class OptimizationParams(StageParams):
+    # no 99 ("all"): its NCHWc layout transform picks block sizes from the build CPU's vector width,
+    # so the optimized graph would depend on the machine that built it; levels 0-2 do not
     level: int = Field(default=2, ge=0, le=2,
                        description="onnxruntime graph optimization level: 0 fusions only, 1 basic, 2 extended")
 
