@@ -40,6 +40,10 @@ class UnsafePath(PipelineError):
         super().__init__(f"{what} {_shown(path)}: {reason}")
 
 
+class MissingPath(UnsafePath):
+    """The path keeps the rule but names nothing (``kind`` "file" or "dir" asked for an entry)."""
+
+
 def _shown(path: object) -> str:
     text = repr(path) if isinstance(path, str) else repr(str(path)) if isinstance(path, os.PathLike) else \
         f"of type {type(path).__name__}"
@@ -89,6 +93,7 @@ def inside(root: Path, path: object, *, what: str = "path", kind: Kind = "any",
 
     Raises:
         UnsafePath: the path breaks the rule, or is not of the ``kind`` asked for.
+        MissingPath: (an UnsafePath) ``kind`` is "file" or "dir" and there is nothing there.
     """
     names = parts(path, what=what)
     real_root = os.path.realpath(root)
@@ -119,7 +124,7 @@ def inside(root: Path, path: object, *, what: str = "path", kind: Kind = "any",
         try:
             mode = os.stat(current).st_mode
         except FileNotFoundError:
-            raise UnsafePath(path, "does not exist", what=what) from None
+            raise MissingPath(path, "does not exist", what=what) from None
         except OSError as e:
             raise UnsafePath(path, f"cannot be read ({e.strerror})", what=what) from None
         if kind == "file" and not stat.S_ISREG(mode):
