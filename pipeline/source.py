@@ -172,6 +172,10 @@ def _download(recipe: Recipe, repo_id: str, revision: str) -> Path:
         RevisionNotFoundError,
     )
 
+    from pipeline.hub_http import bound_timeouts
+
+    bound_timeouts()
+
     try:
         patterns = [*HUB_PATTERNS, *(["*.bin"] if recipe.source.allow_pickle else []),
                     *(["*.py"] if recipe.source.trust_remote_code else [])]
