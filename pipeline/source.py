@@ -153,8 +153,8 @@ def resolve(recipe: Recipe) -> ResolvedSource:
 
 
 def _unsafe(folder: Path, e: UnsafePath) -> str:
-    return (f"{e.path} in {folder} {e.reason}: only regular files inside the checkpoint folder are read "
-            "(copy the file in place of the link)")
+    return (f"{e.path} in {folder} {e.reason}: only regular files inside the checkpoint folder are read"
+            + (" (copy the file in place of the link)" if "symlink" in e.reason else ""))
 
 
 def _package_version(module: str) -> str | None:
@@ -233,7 +233,12 @@ def _check(recipe: Recipe, resolved: ResolvedSource) -> dict[str, Any]:
                  "custom modeling code is never run unless the recipe sets source.trust_remote_code: true")))
     parameters: int | None = None
     if any(resolved.file(name) for name in SAFETENSORS):
-        headers = [_header(recipe, loc, name, path) for name, path in _safetensors_files(resolved)]
+        try:
+            shards = _safetensors_files(resolved)
+        except UnsafePath as e:
+            raise SourceError(str(recipe.problem(loc, f"model.safetensors.index.json in {folder} names the shard "
+                                                      f"{e.path!r}, which {e.reason}"))) from None
+        headers = [_header(recipe, loc, name, path) for name, path in shards]
         weight_bytes, parameters = sum(h.data_bytes for h in headers), sum(h.parameters for h in headers)
     else:
         pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES and resolved.file(p.name))
