@@ -404,16 +404,18 @@ def verify(repo_id: str, revision: str = "main", *, manifest_sha256: str | None 
         commit = resolve_revision(repo_id, revision)
         emit("verify", f"downloading {repo_id}@{commit[:12]}")
         try:
-            folder = Path(snapshot_download(repo_id, revision=commit))
+            # by its name, so the cache records where it points (for --offline); checked against `commit` below
+            folder = Path(snapshot_download(repo_id, revision=revision))
         except HfHubHTTPError as e:
             raise PublishError(f"{repo_id}@{revision}: download failed ({_status(e)})", repo_id=repo_id,
                                request_id=e.request_id) from None
         except (OSError, ValueError) as e:
             raise PublishError(f"{repo_id}@{revision}: download failed ({type(e).__name__})",
                                repo_id=repo_id) from None
-        if folder.name != commit:
-            raise PublishError(f"{repo_id}@{revision}: the download is commit {folder.name[:12]}, not the Hub's "
-                               f"{commit[:12]}", repo_id=repo_id)
+        if folder.name != commit:  # moved meanwhile, or the download fell back to an older cached copy
+            raise PublishError(f"{repo_id}@{revision}: the download is commit {folder.name[:12]}, not the "
+                               f"{commit[:12]} the Hub named a moment before; nothing was verified: run verify again",
+                               repo_id=repo_id)
     result = VerifyResult(repo_id, revision, folder.name, 0, [], [], cpu=cpu.current(), offline=offline)
     from pipeline.paths import UnsafePath
 
@@ -482,7 +484,7 @@ def _verify_download(folder: Path, result: VerifyResult, manifest_sha256: str | 
         inside(folder, entry.folder, kind="dir", links_within=blobs)
         for rel in entry.files:
             if rel.endswith(".onnx"):
-                schema.onnx_external_data(inside(folder, rel, kind="file", links_within=blobs), entry.folder,
+                schema.onnx_external_data(inside(folder, rel, kind="file", links_within=blobs), rel, entry.folder,
                                           entry.files)
     for name, entry in manifest.artifacts.items():
         emit("verify", f"running {name} on the golden inputs")

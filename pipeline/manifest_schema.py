@@ -263,7 +263,7 @@ def load_golden(path: Path, what: str, batches: list[str]) -> dict[str, dict[str
     return out
 
 
-def onnx_external_data(model_path: Path, folder_in_repo: str, files: list[str]) -> None:
+def onnx_external_data(model_path: Path, rel: str, folder_in_repo: str, files: list[str]) -> None:
     """An ONNX graph's external-data locations must be files its artifact lists (so hashed), inside
     its folder: onnxruntime would otherwise read whatever path the graph names.
 
@@ -275,7 +275,7 @@ def onnx_external_data(model_path: Path, folder_in_repo: str, files: list[str]) 
     try:
         graph = onnx.load(str(model_path), load_external_data=False)
     except Exception as e:  # protobuf raises DecodeError and others for a corrupt graph
-        raise RepoProblem(f"repo's {folder_in_repo}/{model_path.name} is not a readable ONNX graph "
+        raise RepoProblem(f"repo's {rel} is not a readable ONNX graph "
                           f"({type(e).__name__})") from None
     tensors = list(graph.graph.initializer)
     for node in graph.graph.node:
@@ -287,8 +287,8 @@ def onnx_external_data(model_path: Path, folder_in_repo: str, files: list[str]) 
         try:
             rel = "/".join((*parts(folder_in_repo), *parts(location, what="location")))
         except UnsafePath as e:
-            raise RepoProblem(f"repo's {folder_in_repo}/{model_path.name} reads external data from {location[:80]!r} "
+            raise RepoProblem(f"repo's {rel} reads external data from {location[:80]!r} "
                               f"outside the repo: {e.reason}") from None
         if rel not in files:
-            raise RepoProblem(f"repo's {folder_in_repo}/{model_path.name} reads external data from {location[:80]!r}, "
+            raise RepoProblem(f"repo's {rel} reads external data from {location[:80]!r}, "
                               "a file its artifact does not list (so its hash is not checked)")

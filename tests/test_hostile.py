@@ -348,10 +348,9 @@ def _folder_relative(files: dict[str, bytes], manifest: dict, genuine: Path) -> 
     manifest["artifacts"]["onnx"]["folder"] = "../../../../genuine/onnx"
 
 
-def _set(path: str, value: Any) -> Mutation:
+def _set(keys: tuple[str, ...], value: Any) -> Mutation:
     def mutate(files: dict[str, bytes], manifest: dict, genuine: Path) -> None:
         target = manifest
-        keys = path.split("/")
         for key in keys[:-1]:
             target = target[key]
         target[keys[-1]] = value
@@ -411,20 +410,20 @@ REPO_CASES = [
     ("artifact folder: ../../ (issue 1)", _folder_relative,
      ["repo's manifest points outside the repo: artifacts.onnx.folder '../../../../genuine/onnx' leaves its "
       "folder ('..')"]),
-    ("a listed file ../../", _set("files/../../etc/passwd", {"sha256": "0" * 64, "size": 1}),
+    ("a listed file ../../", _set(("files", "../../etc/passwd"), {"sha256": "0" * 64, "size": 1}),
      ["repo's manifest points outside the repo: files '../../etc/passwd' leaves its folder"]),
-    ("artifact file outside its folder", _set("artifacts/onnx/files", ["golden_inputs.npz"]),
+    ("artifact file outside its folder", _set(("artifacts", "onnx", "files"), ["golden_inputs.npz"]),
      ["repo's manifest lists artifacts.onnx.files 'golden_inputs.npz' outside its folder 'onnx'"]),
-    ("runner file ../../", _set("artifacts/onnx/metadata/file", "../../../x.onnx"),
+    ("runner file ../../", _set(("artifacts", "onnx", "metadata", "file"), "../../../x.onnx"),
      ["repo's manifest points outside the repo: artifacts.onnx.metadata.file '../../../x.onnx' leaves"]),
     ("runner file not listed", _unlisted_runner_file,
      ["repo's manifest runs artifacts.onnx from 'other.onnx', a file the artifact does not list"]),
     ("manifest not JSON (issue 6)", _raw_manifest(b"\x00not json{"), ["repo's manifest.json is not valid JSON"]),
     ("manifest a JSON list (issue 6)", _raw_manifest(b"[1, 2, 3]"),
      ["repo's manifest.json is not a JSON object (got a list)"]),
-    ("stage ../../evil (issue 6)", _set("artifacts/onnx/stage", "../../evil"),
+    ("stage ../../evil (issue 6)", _set(("artifacts", "onnx", "stage"), "../../evil"),
      ["repo's manifest names an unknown stage '../../evil' for artifacts.onnx"]),
-    ("extra key in the manifest", _set("run_this", "rm -rf /"),
+    ("extra key in the manifest", _set(("run_this",), "rm -rf /"),
      ["repo's manifest.json does not match the manifest schema: run_this: unknown key"]),
     ("extra key in a gate (issue 6)", _parity(lambda r: r["artifacts"]["onnx"]["gate"].update(evil=1)),
      ["repo's parity.json does not match the parity schema: artifacts.onnx.gate.evil: unknown key"]),
