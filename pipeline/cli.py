@@ -294,11 +294,16 @@ def push(target: Path, out: Path, dry_run: bool, create_pr: bool, revision: str,
 def verify(repo: str, manifest_sha256: str | None, offline: bool, as_json: bool) -> None:
     """Resolve REPO[@REV] on the Hub, download it and check every file's sha256 and every artifact
     against the golden outputs."""
+    import re
+
     from pipeline import hub
     from pipeline.errors import PipelineError
+    from pipeline.recipe import HUB_ID
     from pipeline.report import progress
 
     repo_id, _, rev = repo.partition("@")
+    if not re.fullmatch(HUB_ID, repo_id):
+        raise click.BadParameter(f"{repo_id!r} is not a Hub repo id (org/name)", param_hint="REPO[@REV]")
     with progress(enabled=not as_json) as on_event:
         result = hub.verify(repo_id, rev or "main", manifest_sha256=manifest_sha256, offline=offline,
                             on_event=on_event)

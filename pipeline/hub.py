@@ -256,7 +256,8 @@ def _remote_state(api: Any, repo_id: str, revision: str,
     if package.MANIFEST in files:
         path = _retrying(lambda: api.hf_hub_download(repo_id, package.MANIFEST, revision=info.sha),
                          f"downloading {package.MANIFEST}", emit)
-        manifest = json.loads(Path(path).read_text(encoding="utf-8"))
+        loaded = json.loads(Path(path).read_text(encoding="utf-8"))
+        manifest = loaded if isinstance(loaded, dict) else None  # not ours (a list, a number): never equal
     return info.sha, files, manifest
 
 
@@ -409,7 +410,11 @@ def verify(repo_id: str, revision: str = "main", *, manifest_sha256: str | None 
         except HfHubHTTPError as e:
             raise PublishError(f"{repo_id}@{revision}: download failed ({_status(e)})", repo_id=repo_id,
                                request_id=e.request_id) from None
-        except (OSError, ValueError) as e:
+        except ValueError as e:  # huggingface_hub refuses a file name that would land outside the snapshot
+            first = (str(e).strip().splitlines() or [""])[0][:240]
+            raise PublishError(f"{repo_id}@{revision}: download refused, the repo is not safe to download: {first}",
+                               repo_id=repo_id) from None
+        except OSError as e:
             raise PublishError(f"{repo_id}@{revision}: download failed ({type(e).__name__})",
                                repo_id=repo_id) from None
         if folder.name != commit:  # moved meanwhile, or the download fell back to an older cached copy

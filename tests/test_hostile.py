@@ -541,3 +541,42 @@ def test_recipe_limits_are_documented() -> None:
     for limit in (f"{recipe_mod.MAX_RECIPE_BYTES:,}", f"{recipe_mod.MAX_VALUES:,}", f"{recipe_mod.MAX_TEXT_CHARS:,}",
                   f"{recipe_mod.MAX_TEXTS:,}", f"{recipe_mod.MAX_DEPTH}"):
         assert limit in readme, limit
+
+
+# (id, arguments, exit code, fragment): hostile command lines that reach no Hub and read no recipe
+COMMAND_CASES = [
+    ("verify a path, not a repo id", ["verify", "../../etc"], 2, "'../../etc' is not a Hub repo id (org/name)"),
+    ("verify an absolute path", ["verify", "/etc/passwd@main"], 2, "'/etc/passwd' is not a Hub repo id"),
+    ("push --out ''", ["push", "recipe.yaml", "--out", ""], 2, "Invalid value for '--out': must not be empty"),
+    ("bench --out ''", ["bench", "recipe.yaml", "--out", ""], 2, "Invalid value for '--out': must not be empty"),
+]
+
+
+@pytest.mark.parametrize("args,code,fragment", [c[1:] for c in COMMAND_CASES], ids=[c[0] for c in COMMAND_CASES])
+def test_hostile_command_line(tmp_path: Path, hub: HubServer, monkeypatch: pytest.MonkeyPatch, args: list[str],
+                              code: int, fragment: str) -> None:
+    monkeypatch.chdir(tmp_path)
+    write_recipe(tmp_path / "recipe.yaml", None)
+    requests = len(hub.state.log)
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == code, result.output
+    assert fragment in result.output and "Traceback" not in result.output
+    assert len(hub.state.log) == requests
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["recipe.yaml"]
+
+
+def test_a_repo_file_named_to_escape_the_cache_is_not_written_outside(published: dict[str, bytes], hub: HubServer,
+                                                                      tmp_path: Path) -> None:
+    """The Hub lists a file ``../../../escape.txt``: huggingface_hub refuses to place it outside the
+    snapshot, and verify fails in one line, with nothing written beside the cache."""
+    from huggingface_hub import constants
+
+    files = {k: v for k, v in published.items() if not k.startswith("::")}
+    repo = _serve(hub, {**files, "../../../escape.txt": b"written outside the snapshot"})
+    result = CliRunner().invoke(main, ["verify", repo])
+    assert result.exit_code == 1, result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "download refused, the repo is not safe to download: " in errors[0], errors
+    assert "Invalid pointer path" in errors[0]
+    cache = Path(constants.HF_HUB_CACHE)
+    assert not any(p.name == "escape.txt" for p in cache.parent.rglob("escape.txt"))
