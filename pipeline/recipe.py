@@ -80,7 +80,8 @@ class Source(Strict):
     allow_floating_revision: bool = Field(default=False, description="allow publishing a build whose Hub "
                                           "revision is a branch or tag rather than a commit sha")
     max_memory_mb: int | None = Field(default=None, ge=1, description="refuse checkpoints whose build would "
-                                      "need more memory than this (estimated as 3x the weights + 600 MB)")
+                                      "need more memory than this (estimated as 3x the weights as fp32 + 600 MB); "
+                                      "default: the memory available when the build starts (raise it here)")
 
     @model_validator(mode="after")
     def _one_kind(self) -> Source:
