@@ -69,6 +69,29 @@ debug_option = click.option("--debug", is_flag=True, expose_value=False, is_eage
                             callback=_set_debug, help=DEBUG_HELP)
 
 
+def _out_folder(_ctx: click.Context, _param: click.Parameter, value: str) -> Path:
+    """``--out``: not empty (it would silently mean the current folder)."""
+    if not value.strip():
+        raise click.BadParameter("must not be empty: name the folder (the default is 'artifacts')")
+    return Path(value)
+
+
+def _writable_out(ctx: click.Context, param: click.Parameter, value: str) -> Path:
+    """``--out`` of a build: not empty, and a folder this process can create or write into (checked
+    before the recipe is read, so nothing is written when it is not)."""
+    out = _out_folder(ctx, param, value)
+    probe = out.absolute()
+    while not probe.exists() and probe != probe.parent:
+        if probe.is_symlink():  # a dangling link: creating through it would write elsewhere or fail
+            raise click.BadParameter(f"{out}: {probe} is a broken symbolic link")
+        probe = probe.parent
+    if not probe.is_dir():
+        raise click.BadParameter(f"{out}: {probe} is not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise click.BadParameter(f"{out}: {probe} is not writable")
+    return out
+
+
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="convert")
 @debug_option
@@ -78,7 +101,7 @@ def main() -> None:
 
 @main.command()
 @click.argument("recipes", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("artifacts"),
+@click.option("--out", type=click.Path(file_okay=False), default="artifacts", callback=_writable_out,
               show_default=True, help="Folder that receives <out>/<recipe name>/.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 @click.option("--force", is_flag=True, help="Rebuild every step, reusing nothing.")
@@ -174,7 +197,7 @@ def _build_one(recipe: Path, out: Path, *, as_json: bool, force: bool, force_sta
 
 @main.command()
 @click.argument("recipe", type=click.Path(path_type=Path))
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("artifacts"),
+@click.option("--out", type=click.Path(file_okay=False), default="artifacts", callback=_out_folder,
               show_default=True, help="Folder holding <out>/<recipe name>/.")
 @click.option("--runs", type=click.IntRange(1), help="Timed runs per artifact and shape (default: the recipe's).")
 @click.option("--threads", type=click.IntRange(1), help="Intra-op threads (default: the recipe's).")
@@ -240,7 +263,7 @@ def _print_push(result: object, as_json: bool) -> None:
 
 @main.command()
 @click.argument("target", type=click.Path(exists=True, path_type=Path))
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("artifacts"),
+@click.option("--out", type=click.Path(file_okay=False), default="artifacts", callback=_out_folder,
               show_default=True, help="Where a RECIPE's build folder is.")
 @click.option("--dry-run", is_flag=True, help="Print the exact operations; write nothing.")
 @click.option("--create-pr", is_flag=True, help="Open a pull request instead of committing to the branch.")
@@ -264,17 +287,26 @@ def push(target: Path, out: Path, dry_run: bool, create_pr: bool, revision: str,
 @main.command()
 @click.argument("repo", metavar="REPO[@REV]")
 @click.option("--manifest-sha256", help="Also require the manifest to have this sha256 (from a trusted record).")
+@click.option("--offline", is_flag=True, help="Verify the copy in the local cache without asking the Hub which "
+              "commit REV is now.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 @debug_option
-def verify(repo: str, manifest_sha256: str | None, as_json: bool) -> None:
-    """Download REPO[@REV] and check every file's sha256 and every artifact against the golden outputs."""
+def verify(repo: str, manifest_sha256: str | None, offline: bool, as_json: bool) -> None:
+    """Resolve REPO[@REV] on the Hub, download it and check every file's sha256 and every artifact
+    against the golden outputs."""
+    import re
+
     from pipeline import hub
     from pipeline.errors import PipelineError
+    from pipeline.recipe import HUB_ID
     from pipeline.report import progress
 
     repo_id, _, rev = repo.partition("@")
+    if not re.fullmatch(HUB_ID, repo_id):
+        raise click.BadParameter(f"{repo_id!r} is not a Hub repo id (org/name)", param_hint="REPO[@REV]")
     with progress(enabled=not as_json) as on_event:
-        result = hub.verify(repo_id, rev or "main", manifest_sha256=manifest_sha256, on_event=on_event)
+        result = hub.verify(repo_id, rev or "main", manifest_sha256=manifest_sha256, offline=offline,
+                            on_event=on_event)
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2))
     if not result.ok:
@@ -284,6 +316,9 @@ def verify(repo: str, manifest_sha256: str | None, as_json: bool) -> None:
 
         click.echo(f"{repo_id}@{(result.commit or '')[:12]}: ok ({result.files_checked} files match the manifest; "
                    f"golden outputs reproduced by {', '.join(result.artifacts_checked) or 'no artifact'})")
+        if result.offline:
+            click.echo(f"offline: verified the cached copy of commit {result.commit}; the Hub was not asked where "
+                       f"{rev or 'main'} points now")
         click.echo(f"re-gated on: {summary(result.cpu)}")
 
 

@@ -5,8 +5,11 @@ whose Hub source is not pinned to a commit (unless the recipe allows it); then `
 **one** ``create_commit`` holding every file (with ``parent_commit``, so a concurrent change is
 detected, and deletions of files the package no longer has), then ``create_tag``. An unchanged
 package (same manifest, timing aside) makes no commit. ``--dry-run`` prints the operations and
-writes nothing. ``verify``: download a revision, check every file against the manifest, and run
-the shipped golden inputs through each artifact against the shipped golden outputs.
+writes nothing. ``verify``: resolve the revision on the Hub (or, with ``offline``, take the cached
+copy and say so), download it, treat it as hostile (``pipeline.manifest_schema``: schemas, every
+path inside the download, registered stages), check every file against the manifest, and only
+then run the shipped golden inputs through each artifact against the shipped golden outputs.
+Every Hub request has a bounded timeout (``pipeline.hub_http``).
 
 The token comes from huggingface_hub (``HF_TOKEN`` or its login) and is passed to it alone:
 never printed, logged, or written into any file or message.
@@ -163,8 +166,11 @@ def push(build_dir: Path, *, revision: str = "main", create_pr: bool = False, dr
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, get_token
     from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
 
+    from pipeline.hub_http import bound_timeouts
+
     emit = on_event or (lambda step, message: None)
     _quiet_client()
+    bound_timeouts()
     pkg, manifest = check_package(build_dir)
     publish = manifest.get("recipe", {}).get("publish")
     if not publish:
@@ -250,7 +256,8 @@ def _remote_state(api: Any, repo_id: str, revision: str,
     if package.MANIFEST in files:
         path = _retrying(lambda: api.hf_hub_download(repo_id, package.MANIFEST, revision=info.sha),
                          f"downloading {package.MANIFEST}", emit)
-        manifest = json.loads(Path(path).read_text(encoding="utf-8"))
+        loaded = json.loads(Path(path).read_text(encoding="utf-8"))
+        manifest = loaded if isinstance(loaded, dict) else None  # not ours (a list, a number): never equal
     return info.sha, files, manifest
 
 
@@ -352,6 +359,7 @@ class VerifyResult:
     artifacts_checked: list[str]
     problems: list[str]
     cpu: dict[str, Any] = field(default_factory=dict)  # the verifying machine's: artifacts were re-gated there
+    offline: bool = False  # the cached copy of ``commit`` was verified; the Hub was not asked where revision points
 
     @property
     def ok(self) -> bool:
@@ -361,79 +369,144 @@ class VerifyResult:
         return {**asdict(self), "ok": self.ok}
 
 
-def verify(repo_id: str, revision: str = "main", *, manifest_sha256: str | None = None,
+def verify(repo_id: str, revision: str = "main", *, manifest_sha256: str | None = None, offline: bool = False,
            on_event: Events | None = None) -> VerifyResult:
-    """Download ``repo_id@revision`` and check it: file hashes against the manifest, the manifest
-    against itself (and ``manifest_sha256`` if given), and each artifact's outputs on the shipped
-    golden inputs against the shipped golden outputs, under the artifact's own gate.
+    """Resolve ``repo_id@revision`` on the Hub, download that commit and check it: the manifest and
+    parity.json against their schemas and every path in them inside the download, file hashes
+    against the manifest, the manifest against itself (and ``manifest_sha256`` if given), and each
+    artifact's outputs on the shipped golden inputs against the shipped golden outputs, under the
+    artifact's own gate. Nothing runs before every file it reads is checked.
+
+    ``offline``: verify the copy in the local cache without asking the Hub (the result says so).
 
     Raises:
-        PublishError: the revision cannot be downloaded. Mismatches are returned, not raised.
+        PublishError: no such repo or revision, the download failed, or (offline) nothing cached.
+        HubUnreachable: the Hub could not be reached to resolve the revision.
+        Mismatches and hostile content are returned as problems, not raised.
     """
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
-    from pipeline import parity
-    from pipeline.recipe import from_data
-    from pipeline.source import sha256_file
-    from pipeline.stages import Artifact, Gate, get_stage
+    from pipeline import cpu
+    from pipeline.hub_http import bound_timeouts, resolve_revision
 
     emit = on_event or (lambda step, message: None)
     _quiet_client()
-    emit("verify", f"downloading {repo_id}@{revision}")
-    try:
-        folder = Path(snapshot_download(repo_id, revision=revision))
-    except HfHubHTTPError as e:
-        raise PublishError(f"{repo_id}@{revision}: download failed ({_status(e)})", repo_id=repo_id,
-                           request_id=e.request_id) from None
-    except (OSError, ValueError) as e:
-        raise PublishError(f"{repo_id}@{revision}: download failed ({type(e).__name__})", repo_id=repo_id) from None
-    from pipeline import cpu
+    bound_timeouts()
+    if offline:
+        emit("verify", f"offline: taking the cached copy of {repo_id}@{revision}")
+        try:
+            folder = Path(snapshot_download(repo_id, revision=revision, local_files_only=True))
+        except (LocalEntryNotFoundError, OSError, ValueError):
+            raise PublishError(f"{repo_id}@{revision}: no copy in the local cache to verify offline (verify it "
+                               "online once first)", repo_id=repo_id) from None
+    else:
+        emit("verify", f"resolving {repo_id}@{revision} on the Hub")
+        commit = resolve_revision(repo_id, revision)
+        emit("verify", f"downloading {repo_id}@{commit[:12]}")
+        try:
+            # by its name, so the cache records where it points (for --offline); checked against `commit` below
+            folder = Path(snapshot_download(repo_id, revision=revision))
+        except HfHubHTTPError as e:
+            raise PublishError(f"{repo_id}@{revision}: download failed ({_status(e)})", repo_id=repo_id,
+                               request_id=e.request_id) from None
+        except ValueError as e:  # huggingface_hub refuses a file name that would land outside the snapshot
+            first = (str(e).strip().splitlines() or [""])[0][:240]
+            raise PublishError(f"{repo_id}@{revision}: download refused, the repo is not safe to download: {first}",
+                               repo_id=repo_id) from None
+        except OSError as e:
+            raise PublishError(f"{repo_id}@{revision}: download failed ({type(e).__name__})",
+                               repo_id=repo_id) from None
+        if folder.name != commit:  # moved meanwhile, or the download fell back to an older cached copy
+            raise PublishError(f"{repo_id}@{revision}: the download is commit {folder.name[:12]}, not the "
+                               f"{commit[:12]} the Hub named a moment before; nothing was verified: run verify again",
+                               repo_id=repo_id)
+    result = VerifyResult(repo_id, revision, folder.name, 0, [], [], cpu=cpu.current(), offline=offline)
+    from pipeline.paths import UnsafePath
 
-    result = VerifyResult(repo_id, revision, folder.name, 0, [], [], cpu=cpu.current())
+    try:
+        _verify_download(folder, result, manifest_sha256, emit)
+    except UnsafePath as e:
+        result.problems.append(f"repo's manifest points outside the repo: {e}")
+    except PipelineError as e:  # hostile or broken content: the repo fails verification, in one line
+        result.problems.append(str(e))
+    return result
+
+
+def _verify_download(folder: Path, result: VerifyResult, manifest_sha256: str | None, emit: Events) -> None:
+    from pipeline import manifest_schema as schema
+    from pipeline import parity
+    from pipeline.paths import UnsafePath, inside, regular_files
+    from pipeline.recipe import from_data
+    from pipeline.source import sha256_file
+    from pipeline.stages import Artifact, get_stage
+
     problems = result.problems
-    manifest_path = folder / package.MANIFEST
-    if not manifest_path.is_file():
+    blobs = folder.parent.parent / "blobs"  # a cache snapshot's files are links into its repo's blobs/
+    try:
+        present = set(regular_files(folder, links_within=blobs))
+    except UnsafePath as e:
+        raise schema.RepoProblem(f"repo's download holds {e.path!r}, which {e.reason}") from None
+    if package.MANIFEST not in present:
         problems.append(f"{package.MANIFEST}: missing")
-        return result
+        return
+    manifest_path = inside(folder, package.MANIFEST, kind="file", links_within=blobs)
     if manifest_sha256 and sha256_file(manifest_path) != manifest_sha256:
         problems.append(f"{package.MANIFEST}: sha256 {sha256_file(manifest_path)[:16]}… is not the expected "
                         f"{manifest_sha256[:16]}…")
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    manifest = schema.manifest(schema.read_json(folder, package.MANIFEST, links_within=blobs, what="manifest"))
     try:
-        if from_data(manifest["recipe"]).digest() != manifest["recipe_sha256"]:
+        if from_data(manifest.recipe).digest() != manifest.recipe_sha256:
             problems.append(f"{package.MANIFEST}: recipe_sha256 does not match its recipe (edited manifest)")
     except PipelineError as e:
         problems.append(f"{package.MANIFEST}: its recipe is not valid ({e})")
-    listed = package.all_files(manifest)
-    present = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+    listed = manifest.all_files()
     for rel, entry in sorted(listed.items()):
         if rel not in present:
             problems.append(f"{rel}: missing")
-        elif sha256_file(folder / rel) != entry["sha256"]:
+        elif (path := inside(folder, rel, kind="file", links_within=blobs)).stat().st_size != entry.size:
+            problems.append(f"{rel}: {path.stat().st_size} bytes, the manifest says {entry.size} (tampered or "
+                            "corrupted)")  # checked before hashing: a huge file is not read
+        elif sha256_file(path) != entry.sha256:
             problems.append(f"{rel}: sha256 differs from the manifest (tampered or corrupted)")
         result.files_checked += 1
     for rel in sorted(present - set(listed) - {package.MANIFEST} - KEEP_REMOTE):
         problems.append(f"{rel}: not in the manifest")
     if problems:
-        return result  # never run artifacts whose bytes are not the published ones
-    report = json.loads((folder / package.PARITY).read_text(encoding="utf-8"))
-    inputs = parity.load_golden(folder / package.GOLDEN_INPUTS)
-    outputs = parity.load_golden(folder / package.GOLDEN_OUTPUTS)
-    order = [g["batch"] for g in report["golden"]]
+        return  # never run artifacts whose bytes are not the published ones
+    if package.PARITY not in listed:
+        raise schema.RepoProblem(f"repo's manifest does not list {package.PARITY}")
+    report = schema.parity_record(schema.read_json(folder, package.PARITY, links_within=blobs, what="parity"),
+                                  manifest)
+    order = [g.batch for g in report.golden]
+    inputs = schema.load_golden(inside(folder, manifest.golden.inputs, kind="file", links_within=blobs),
+                                manifest.golden.inputs, order)
+    outputs = schema.load_golden(inside(folder, manifest.golden.outputs, kind="file", links_within=blobs),
+                                 manifest.golden.outputs, order)
     batches = [parity.GoldenBatch(name, inputs[name]) for name in order]
     reference = [outputs[name] for name in order]
-    for name, entry in manifest["artifacts"].items():
+    for entry in manifest.artifacts.values():  # every folder a runner opens, and what its graphs read
+        inside(folder, entry.folder, kind="dir", links_within=blobs)
+        for rel in entry.files:
+            if rel.endswith(".onnx"):
+                schema.onnx_external_data(inside(folder, rel, kind="file", links_within=blobs), rel, entry.folder,
+                                          entry.files)
+    for name, entry in manifest.artifacts.items():
         emit("verify", f"running {name} on the golden inputs")
-        stage = get_stage(entry["stage"])
-        folder_in_repo = entry.get("folder") or entry["files"][0].rsplit("/", 1)[0]
-        artifact = Artifact(name=name, files=tuple(f.split("/", 1)[1] for f in entry["files"]),
-                            metadata=entry["metadata"], skips_padding=entry.get("skips_padding", False))
-        gate = Gate(**report["artifacts"][name]["gate"])
-        check = parity.check_artifact(name, stage.runner(folder / folder_in_repo, artifact), batches, reference,
-                                      gate, skips_padding=artifact.skips_padding,
-                                      token_outputs=artifact.metadata.get("token_outputs"),
-                                      numerics=artifact.metadata.get("numerics", {}).get("gated_with"))
+        stage = get_stage(entry.stage)
+        folder_in_repo = folder / "/".join(schema.parts(entry.folder))  # checked inside above
+        prefix = "/".join(schema.parts(entry.folder)) + "/"
+        artifact = Artifact(name=name, files=tuple(f.removeprefix(prefix) for f in entry.files),
+                            metadata=dict(entry.metadata), skips_padding=entry.skips_padding)
+        gate = report.artifacts[name].gate
+        try:
+            runner = stage.runner(folder_in_repo, artifact)
+            check = parity.check_artifact(name, runner, batches, reference, gate, skips_padding=artifact.skips_padding,
+                                          token_outputs=artifact.metadata.get("token_outputs"),
+                                          numerics=(artifact.metadata.get("numerics") or {}).get("gated_with"))
+        except Exception as e:  # a repo's artifact or metadata the runtime rejects: the repo fails, in one line
+            first = (str(e).strip().splitlines() or [""])[0][:200]
+            problems.append(f"{name}: the repo's artifact cannot be run: {type(e).__name__}: {first}")
+            continue
         problems.extend(check.failures)
         result.artifacts_checked.append(name)
-    return result

@@ -64,8 +64,9 @@ def write(target: Path, *, recipe: Recipe, source: ResolvedSource, task: str, ar
     """
     with atomic_dir(target) as tmp:
         for name in SOURCE_FILES:
-            if (source.folder / name).is_file():  # copied, never linked: the checkpoint is not ours to share
-                shutil.copyfile(source.folder / name, tmp / name)
+            # copied, never linked: the checkpoint is not ours to share; source.file keeps to the checkpoint folder
+            if (found := source.file(name)) is not None:
+                shutil.copyfile(found, tmp / name)
         known: dict[str, str] = {}
         for artifact in artifacts:
             (tmp / artifact.folder).mkdir(parents=True, exist_ok=True)

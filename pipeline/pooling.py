@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import SourceError
+from pipeline.paths import MissingPath, UnsafePath, inside, parts
 
 if TYPE_CHECKING:
     from pipeline.recipe import Recipe
@@ -44,22 +45,25 @@ class Pooling:
         return asdict(self)
 
 
-def resolve(recipe: Recipe, folder: Path) -> Pooling | None:
+def resolve(recipe: Recipe, folder: Path, *, links_within: Path | None = None) -> Pooling | None:
     """The pooling ``recipe`` asks for, with ``auto`` fields read from the checkpoint in ``folder``.
+
+    The module paths in modules.json come from the checkpoint: they must stay inside ``folder``
+    (``pipeline.paths``; ``links_within`` as there).
 
     Raises:
         SourceError: ``auto`` with no sentence-transformers files to read it from; a checkpoint
             whose modules.json lists modules this pooling cannot reproduce (e.g. Dense); a
-            Pooling config with no, several or an unsupported mode.
+            Pooling config with no, several or an unsupported mode; a module path leaving the folder.
     """
     spec = recipe.sentence_embedding
     if spec is None:
         return None
-    modules = _modules(recipe, folder)
+    modules = _modules(recipe, folder, links_within)
     read: list[str] = []
     mode = spec.pooling
     if mode == "auto":
-        mode, config = _checkpoint_mode(recipe, folder, modules)
+        mode, config = _checkpoint_mode(recipe, folder, modules, links_within)
         read.append(config)
     normalize = spec.normalize
     if normalize == "auto":
@@ -73,18 +77,30 @@ def resolve(recipe: Recipe, folder: Path) -> Pooling | None:
     return Pooling(mode=mode, normalize=bool(normalize), origin=origin)
 
 
-def _modules(recipe: Recipe, folder: Path) -> dict[str, str] | None:
+def _modules(recipe: Recipe, folder: Path, links_within: Path | None) -> dict[str, str] | None:
     """``{module type: path}`` from modules.json, or None without one. Modules after the pooling
     that change the embedding (Dense, LayerNorm, …) are refused: the graph would not match."""
     path = folder / "modules.json"
-    if not path.is_file():
-        return None
     loc = ("sentence_embedding",)
     try:
-        entries = json.loads(path.read_text(encoding="utf-8"))
-        modules = {str(e["type"]): str(e.get("path", "")) for e in entries}
+        real = inside(folder, "modules.json", what="file", kind="file", links_within=links_within)
+    except MissingPath:
+        return None
+    except UnsafePath as e:
+        raise SourceError(str(recipe.problem(loc, f"{path} {e.reason}"))) from None
+    try:
+        entries = json.loads(real.read_text(encoding="utf-8"))
+        modules = {str(e["type"]): e.get("path", "") for e in entries}
     except (ValueError, KeyError, TypeError, AttributeError):
         raise SourceError(str(recipe.problem(loc, f"{path} is not a sentence-transformers modules.json"))) from None
+    for kind, module_path in modules.items():
+        try:
+            if module_path != "":  # "" is the checkpoint folder itself (the Transformer module's)
+                parts(module_path, what="path")
+        except UnsafePath as e:
+            raise SourceError(str(recipe.problem(loc, f"{path}: the {kind.rsplit('.', 1)[-1]} module's path "
+                                                      f"{e.path!r} {e.reason}: module paths must stay inside "
+                                                      "the checkpoint folder"))) from None
     other = sorted(set(modules) - {_TRANSFORMER, _POOLING, _NORMALIZE})
     if other:
         raise SourceError(str(recipe.problem(loc, f"{path} lists {', '.join(other)}: only Transformer, Pooling and "
@@ -92,7 +108,8 @@ def _modules(recipe: Recipe, folder: Path) -> dict[str, str] | None:
     return modules
 
 
-def _checkpoint_mode(recipe: Recipe, folder: Path, modules: dict[str, str] | None) -> tuple[str, str]:
+def _checkpoint_mode(recipe: Recipe, folder: Path, modules: dict[str, str] | None,
+                     links_within: Path | None) -> tuple[str, str]:
     """The single pooling mode the checkpoint's Pooling config enables, and that file (relative)."""
     loc = ("sentence_embedding", "pooling")
     if modules is None or _POOLING not in modules:
@@ -101,7 +118,15 @@ def _checkpoint_mode(recipe: Recipe, folder: Path, modules: dict[str, str] | Non
                                                   f"to one of {', '.join(MODES)}")))
     path = folder / modules[_POOLING] / "config.json"
     try:
-        config = json.loads(path.read_text(encoding="utf-8"))
+        relative = "/".join((*parts(modules[_POOLING]), "config.json")) if modules[_POOLING] else "config.json"
+        real = inside(folder, relative, what="file", kind="file", links_within=links_within)
+    except MissingPath:
+        raise SourceError(str(recipe.problem(loc, f"auto: cannot read {path}: there is no such file"))) from None
+    except UnsafePath as e:
+        raise SourceError(str(recipe.problem(loc, f"auto: {path} {e.reason}: modules.json's paths must stay "
+                                                  "inside the checkpoint folder"))) from None
+    try:
+        config = json.loads(real.read_text(encoding="utf-8"))
         enabled = [mode for mode, flag in _FLAGS.items() if config.get(flag)]
         other = [flag for flag in _OTHER_FLAGS if config.get(flag)]
     except (OSError, ValueError, AttributeError):
@@ -110,7 +135,7 @@ def _checkpoint_mode(recipe: Recipe, folder: Path, modules: dict[str, str] | Non
         got = ", ".join([*(_FLAGS[m] for m in enabled), *other]) or "none"
         raise SourceError(str(recipe.problem(loc, f"auto: {path} enables {got}; exactly one of "
                                                   f"{', '.join(_FLAGS.values())} can be exported")))
-    return enabled[0], path.relative_to(folder).as_posix()
+    return enabled[0], relative
 
 
 def pool(token_embeddings: Any, attention_mask: Any, pooling: Pooling) -> Any:

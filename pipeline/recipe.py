@@ -33,7 +33,7 @@ from pydantic import (
 from pipeline.errors import Problem, RecipeError
 from pipeline.stages import Gate, StageParams, registered_stages
 
-MAX_RECIPE_BYTES = 1 << 20
+MAX_RECIPE_BYTES = 1 << 20  # a recipe file over 1 MB is refused before it is parsed
 HUB_ID = r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$"
 NAME = r"^[a-z0-9][a-z0-9._-]*$"
 PY_MODULE = r"^[A-Za-z_][A-Za-z0-9_]*$"
@@ -51,8 +51,10 @@ DEFAULT_TEXTS = (
 )
 
 
-MAX_NODES = 10_000  # YAML nodes after expanding aliases: a recipe is small, an alias bomb is not
-MAX_DEPTH = 64
+MAX_VALUES = 100_000  # YAML values (scalars, lists, mappings) counted as constructed, aliases expanded
+MAX_DEPTH = 64  # levels of nesting
+MAX_TEXT_CHARS = 10_000  # characters in one string value (a validation text, a name, …)
+MAX_TEXTS = 10_000  # validation.texts
 
 
 class Strict(BaseModel):
@@ -78,7 +80,8 @@ class Source(Strict):
     allow_floating_revision: bool = Field(default=False, description="allow publishing a build whose Hub "
                                           "revision is a branch or tag rather than a commit sha")
     max_memory_mb: int | None = Field(default=None, ge=1, description="refuse checkpoints whose build would "
-                                      "need more memory than this (estimated as 3x the weights + 600 MB)")
+                                      "need more memory than this (estimated as 3x the weights as fp32 + 600 MB); "
+                                      "default: the memory available when the build starts (raise it here)")
 
     @model_validator(mode="after")
     def _one_kind(self) -> Source:
@@ -116,7 +119,7 @@ Shape = Annotated[
 
 class Validation(Strict):
     texts: list[Annotated[str, Field(min_length=1)]] = Field(
-        default=list(DEFAULT_TEXTS), min_length=1,
+        default=list(DEFAULT_TEXTS), min_length=1, max_length=MAX_TEXTS,
         description="real inputs, tokenized together with padding")
     shapes: list[Shape] = Field(
         default=[(1, 7), (4, 48)],
@@ -187,6 +190,10 @@ class Recipe(Strict):
     validation: Validation = Field(default_factory=Validation)
     bench: Bench = Field(default_factory=Bench)
     publish: Publish | None = None
+    public_values: list[str] = Field(
+        default_factory=list, description="fields (dotted, as errors name them, e.g. validation.texts.2) whose "
+        "values look like a credential (hf_…, ghp_…, AKIA…, a high-entropy *_token) but are public: a recipe "
+        "holding such a value elsewhere is refused, since it is copied into the published manifest and card")
 
     _path: Path | None = PrivateAttr(default=None)
     _positions: dict[tuple[str, ...], tuple[int, int]] = PrivateAttr(default_factory=dict)
@@ -241,6 +248,8 @@ class Recipe(Strict):
     def normalized(self) -> dict[str, Any]:
         """The recipe with defaults filled in, as plain JSON data (for manifests and hashing)."""
         data = self.model_dump(mode="json")
+        if not data["public_values"]:  # absent unless used: recipes without it hash as they always did
+            del data["public_values"]
         data["targets"] = {k: v.model_dump(mode="json") for k, v in self.target_params().items()}
         return data
 
@@ -274,17 +283,38 @@ def json_schema() -> dict[str, Any]:
 # --- YAML with positions -------------------------------------------------------------------
 
 
+class _Count:
+    """Values visited so far (an alias re-entering a node counts it again) and whether any was an alias."""
+
+    def __init__(self) -> None:
+        self.values = 0
+        self.seen: set[int] = set()
+        self.aliased = False
+
+
 def _positions(node: yaml.Node, loc: tuple[str, ...], out: dict[tuple[str, ...], tuple[int, int]],
-               problems: list[Problem], path: str) -> None:
-    if len(out) > MAX_NODES:  # counted as expanded: aliases re-enter the same nodes
+               problems: list[Problem], path: str, count: _Count | None = None) -> None:
+    count = count if count is not None else _Count()
+    count.values += 1
+    if id(node) in count.seen:
+        count.aliased = True
+    count.seen.add(id(node))
+    if count.values > MAX_VALUES:  # counted as constructed: an alias re-enters the nodes it names
         mark = node.start_mark
+        how = " once its aliases are expanded" if count.aliased else ""
         raise RecipeError([Problem(path, mark.line + 1, mark.column + 1, "",
-                                   f"more than {MAX_NODES} values once aliases are expanded (an alias bomb?)")])
+                                   f"more than {MAX_VALUES} values{how}: over the limit of {MAX_VALUES} values "
+                                   "in a recipe")])
     if len(loc) > MAX_DEPTH:
         mark = node.start_mark
         raise RecipeError([Problem(path, mark.line + 1, mark.column + 1, "",
-                                   f"nested more than {MAX_DEPTH} levels deep")])
+                                   f"nested more than {MAX_DEPTH} levels deep: over the limit of {MAX_DEPTH} "
+                                   "levels in a recipe")])
     out[loc] = (node.start_mark.line + 1, node.start_mark.column + 1)
+    if isinstance(node, yaml.ScalarNode) and len(node.value) > MAX_TEXT_CHARS:
+        problems.append(Problem(path, node.start_mark.line + 1, node.start_mark.column + 1, ".".join(loc),
+                                f"a value of {len(node.value)} characters: over the limit of {MAX_TEXT_CHARS} "
+                                "characters for one value"))
     if isinstance(node, yaml.MappingNode):
         seen: dict[str, int] = {}
         for key_node, value_node in node.value:
@@ -295,16 +325,16 @@ def _positions(node: yaml.Node, loc: tuple[str, ...], out: dict[tuple[str, ...],
                                         f"duplicate key (first given on line {seen[key]})"))
             seen.setdefault(key, key_node.start_mark.line + 1)
             out[(*loc, key, "<key>")] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
-            _positions(value_node, (*loc, key), out, problems, path)
+            _positions(value_node, (*loc, key), out, problems, path, count)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
-            _positions(item, (*loc, str(i)), out, problems, path)
+            _positions(item, (*loc, str(i)), out, problems, path, count)
 
 
 def _parse(text: str, path: str) -> tuple[Any, dict[tuple[str, ...], tuple[int, int]]]:
     loader = None
     try:
-        loader = yaml.SafeLoader(text)
+        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)(text)  # libyaml: 10k texts parse in ~0.1 s
         node = loader.get_single_node()
         if node is None:
             raise RecipeError([Problem(path, None, None, "",
@@ -326,7 +356,8 @@ def _parse(text: str, path: str) -> tuple[Any, dict[tuple[str, ...], tuple[int, 
     except yaml.YAMLError as e:
         raise RecipeError([Problem(path, None, None, "", f"invalid YAML: {e}")]) from None
     except RecursionError:
-        raise RecipeError([Problem(path, None, None, "", f"nested more than {MAX_DEPTH} levels deep")]) from None
+        raise RecipeError([Problem(path, None, None, "", f"nested more than {MAX_DEPTH} levels deep: over the "
+                                   f"limit of {MAX_DEPTH} levels in a recipe")]) from None
     finally:
         if loader is not None:
             loader.dispose()
@@ -384,6 +415,10 @@ def _message(err: Any, model: type[BaseModel], loc: tuple[str | int, ...]) -> st
         limit = next(iter(ctx.values()))
         limit = int(limit) if isinstance(limit, float) and limit.is_integer() else limit
         return f"must be {bounds[kind]} {limit} (got {_short(value)})"
+    if kind in ("too_long", "too_short"):
+        bound = ctx.get("max_length") if kind == "too_long" else ctx.get("min_length")
+        unit = "items" if isinstance(value, list | tuple | dict) else "characters"
+        return f"{'at most' if kind == 'too_long' else 'at least'} {bound} {unit} (got {ctx.get('actual_length')})"
     if kind == "string_pattern_mismatch":
         pattern = str(ctx.get("pattern"))
         return f"must be {PATTERN_WORDS.get(pattern, 'of the form ' + pattern)} (got {_short(value)})"
@@ -444,7 +479,8 @@ def load(path: str | Path) -> Recipe:
     shown = str(path)
     try:
         if path.stat().st_size > MAX_RECIPE_BYTES:
-            raise RecipeError([Problem(shown, None, None, "", f"file is larger than {MAX_RECIPE_BYTES} bytes")])
+            raise RecipeError([Problem(shown, None, None, "", f"{path.stat().st_size} bytes: over the limit of "
+                                       f"{MAX_RECIPE_BYTES} bytes (1 MB) for a recipe file")])
         raw = path.read_bytes()
     except FileNotFoundError:
         raise RecipeError([Problem(shown, None, None, "", "no such file")]) from None
@@ -457,7 +493,27 @@ def load(path: str | Path) -> Recipe:
     except UnicodeDecodeError as e:
         raise RecipeError([Problem(shown, None, None, "", f"not UTF-8 text (byte {e.start})")]) from None
     data, positions = _parse(text, shown)
+    _refuse_secrets(data, shown, positions)
     return from_data(data, path=path, positions=positions)
+
+
+def _refuse_secrets(data: dict[str, Any], path: str, positions: dict[tuple[str, ...], tuple[int, int]]) -> None:
+    """A value that looks like a credential is refused before validation (whose messages quote values)
+    and long before the manifest and card copy the recipe; the value itself is never shown."""
+    from pipeline import secret_scan
+
+    declared = data.get("public_values")
+    public = {str(v) for v in declared} if isinstance(declared, list) else set()
+    problems = []
+    for loc, kind in secret_scan.find(data, public=public):
+        line, col = positions.get(loc, (None, None))
+        field = ".".join(loc)
+        problems.append(Problem(path, line, col, field, f"looks like {kind}; a recipe is copied into the published "
+                                "manifest and model card, so it must hold no secret: remove it (the Hub token "
+                                f"comes from HF_TOKEN), or, if the value is public, list {field or '(top level)'!r} "
+                                "in public_values"))
+    if problems:
+        raise RecipeError(problems)
 
 
 def check_task(recipe: Recipe, model_type: str | None = None) -> None:

@@ -27,3 +27,18 @@ def ort_session_config() -> dict[str, str]:
     value = os.environ.get(ORT_SESSION_CONFIG_ENV, "")
     pairs = (item.partition("=") for item in value.split(",") if item.strip())
     return {k.strip(): v.strip() for k, _, v in pairs if k.strip() and v.strip()}
+
+
+HUB_TIMEOUT_ENV = "CONVERT_HUB_TIMEOUT"
+DEFAULT_HUB_TIMEOUT_S = 60.0
+
+
+def hub_timeout() -> float:
+    """Seconds any one Hub request may wait to connect or for the next bytes of an answer
+    (``CONVERT_HUB_TIMEOUT``, default 60): a Hub that accepts connections but never answers is an
+    error in bounded time, not a hang."""
+    try:
+        value = float(os.environ.get(HUB_TIMEOUT_ENV, ""))
+    except ValueError:
+        return DEFAULT_HUB_TIMEOUT_S
+    return value if value > 0 else DEFAULT_HUB_TIMEOUT_S

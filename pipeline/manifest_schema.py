@@ -1,0 +1,294 @@
+"""What ``convert verify`` accepts from a downloaded repo, which it treats as hostile.
+
+The manifest and ``parity.json`` are validated against pydantic models (``extra="forbid"``), then
+checked for meaning: every path in them is relative and stays inside the download
+(``pipeline.paths``), every artifact's stage is registered, every file an artifact runs from is
+one the manifest lists (and so hashed), and the golden npz files hold plain arrays under
+``<batch>/<tensor>`` names (no pickles). A violation is a :class:`RepoProblem`: one line saying
+what is wrong with the repo, which verify reports as a failed verification (exit 1).
+
+This module reads the download; it runs nothing and writes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import zipfile
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from pipeline.errors import PipelineError
+from pipeline.paths import MissingPath, UnsafePath, inside, parts
+from pipeline.stages import Gate, registered_stages
+
+SHA256 = r"^[0-9a-f]{64}$"
+MAX_JSON_BYTES = 64 * 2**20  # a manifest or parity.json is kilobytes; a bigger one is not read
+MAX_GOLDEN_BYTES = 4 * 2**30  # the golden arrays, unpacked
+GOLDEN_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,200}/[A-Za-z0-9_.:/-]{1,200}$")
+FILE_METADATA = ("file", "encoder")  # metadata keys naming a file a runner opens (relative to the folder)
+
+
+class RepoProblem(PipelineError):
+    """Something wrong with a downloaded repo; the message says what, in one line."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FileEntry(_Strict):
+    sha256: str = Field(pattern=SHA256)
+    size: int = Field(ge=0)
+
+
+class ArtifactEntry(_Strict):
+    stage: str
+    folder: str
+    files: list[str] = Field(min_length=1)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    skips_padding: bool = False
+    parity: Literal["passed"]
+
+
+class SourceRecord(_Strict):
+    kind: Literal["hub", "folder", "package"]
+    id: str
+    revision: str | None = None
+    fingerprint: str
+
+
+class GoldenNames(_Strict):
+    inputs: str
+    outputs: str
+
+
+class Timing(_Strict):
+    bench: dict[str, Any] | None = None
+    files: dict[str, FileEntry] = Field(default_factory=dict)
+
+
+class Manifest(_Strict):
+    format: Literal[1]
+    name: str
+    task: str
+    recipe: dict[str, Any]
+    recipe_sha256: str = Field(pattern=SHA256)
+    source: SourceRecord
+    command: str | None = None
+    artifacts: dict[str, ArtifactEntry]
+    recommended: str | None = None
+    golden: GoldenNames
+    versions: dict[str, str | None] = Field(default_factory=dict)
+    gated_on: dict[str, Any] | None = None
+    files: dict[str, FileEntry]
+    timing: Timing | None = None
+
+    def all_files(self) -> dict[str, FileEntry]:
+        return {**self.files, **(self.timing.files if self.timing else {})}
+
+
+class OutputRecord(_Strict):
+    output: str
+    shape: list[int]
+    max_abs: float | None = None
+    max_rel: float | None = None
+    min_cosine: float | None = None
+    min_pooled_cosine: float | None = None
+    argmax_agreement: float | None = None
+    over_tolerance: int | None = None
+    elements: int | None = None
+    gated: bool = True
+    failures: list[str] = Field(default_factory=list)
+
+
+class BatchRecord(_Strict):
+    batch: str
+    shape: list[int]
+    padded_tokens: int
+    outputs: list[OutputRecord]
+
+
+class ArtifactReport(_Strict):
+    passed: bool
+    artifact: str
+    gate: Gate
+    compared: str
+    batches: list[BatchRecord]
+    failures: list[str]
+
+
+class GoldenRecord(_Strict):
+    batch: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,200}$")]
+    shape: list[int]
+    padded_tokens: int
+
+
+class ParityRecord(_Strict):
+    golden: list[GoldenRecord] = Field(min_length=1)
+    artifacts: dict[str, ArtifactReport]
+
+
+def _first_error(e: ValidationError) -> str:
+    err = e.errors()[0]
+    where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    what = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+    more = f" (and {len(e.errors()) - 1} more)" if len(e.errors()) > 1 else ""
+    return f"{where}: {what}{more}"
+
+
+def read_json(folder: Path, rel: str, *, links_within: Path | None, what: str) -> Any:
+    """Parse the repo's JSON file ``rel`` after checking it stays inside the download.
+
+    Raises:
+        RepoProblem: outside the repo, missing, too large, or not JSON.
+    """
+    try:
+        path = inside(folder, rel, what=what, kind="file", links_within=links_within)
+    except MissingPath:
+        raise RepoProblem(f"repo has no {rel}") from None
+    except UnsafePath as e:
+        raise RepoProblem(f"repo's {rel} is not a file inside the repo: {e.reason}") from None
+    if path.stat().st_size > MAX_JSON_BYTES:
+        raise RepoProblem(f"repo's {rel} is {path.stat().st_size} bytes, over the limit of {MAX_JSON_BYTES}")
+    try:
+        return json.loads(path.read_bytes().decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise RepoProblem(f"repo's {rel} is not valid JSON: {str(e).splitlines()[0][:200]}") from None
+
+
+def manifest(data: Any) -> Manifest:
+    """The manifest, validated: schema, then every path inside the repo, registered stages, and
+    the files each artifact runs from listed (so hashed).
+
+    Raises:
+        RepoProblem: the first thing wrong with it.
+    """
+    if not isinstance(data, dict):
+        raise RepoProblem(f"repo's manifest.json is not a JSON object (got a {type(data).__name__})")
+    try:
+        m = Manifest.model_validate(data)
+    except ValidationError as e:
+        raise RepoProblem(f"repo's manifest.json does not match the manifest schema: {_first_error(e)}") from None
+    listed = m.all_files()
+
+    def keep_inside(where: str, rel: str) -> None:
+        try:
+            parts(rel, what=where)
+        except UnsafePath as e:
+            raise RepoProblem(f"repo's manifest points outside the repo: {where} {e.path!r} {e.reason}") from None
+
+    for rel in listed:
+        keep_inside("files", rel)
+    for field, rel in (("golden.inputs", m.golden.inputs), ("golden.outputs", m.golden.outputs)):
+        keep_inside(field, rel)
+        if rel not in listed:
+            raise RepoProblem(f"repo's manifest names {field} {rel!r}, a file it does not list")
+    stages = registered_stages()
+    for name, entry in m.artifacts.items():
+        where = f"artifacts.{name}"
+        if entry.stage not in stages:
+            raise RepoProblem(f"repo's manifest names an unknown stage {entry.stage[:80]!r} for {where} "
+                              f"(known: {', '.join(stages)})")
+        keep_inside(f"{where}.folder", entry.folder)
+        folder = "/".join(parts(entry.folder))
+        for rel in entry.files:
+            keep_inside(f"{where}.files", rel)
+            if not rel.startswith(folder + "/") or "/".join(parts(rel)) != rel:
+                raise RepoProblem(f"repo's manifest lists {where}.files {rel!r} outside its folder {entry.folder!r}")
+            if rel not in listed:
+                raise RepoProblem(f"repo's manifest lists {where}.files {rel!r} without a hash (not in files)")
+        for key in FILE_METADATA:
+            if key in entry.metadata:
+                value = entry.metadata[key]
+                keep_inside(f"{where}.metadata.{key}", value)
+                if f"{folder}/{value}" not in entry.files:
+                    raise RepoProblem(f"repo's manifest runs {where} from {value!r}, a file the artifact does not "
+                                      "list (so its hash is not checked)")
+    return m
+
+
+def parity_record(data: Any, m: Manifest) -> ParityRecord:
+    """parity.json, validated against the schema and the manifest (a gate for every artifact).
+
+    Raises:
+        RepoProblem: the first thing wrong with it.
+    """
+    if not isinstance(data, dict):
+        raise RepoProblem(f"repo's parity.json is not a JSON object (got a {type(data).__name__})")
+    try:
+        record = ParityRecord.model_validate(data)
+    except ValidationError as e:
+        raise RepoProblem(f"repo's parity.json does not match the parity schema: {_first_error(e)}") from None
+    missing = sorted(set(m.artifacts) - set(record.artifacts))
+    if missing:
+        raise RepoProblem(f"repo's parity.json has no gate for {', '.join(missing)}")
+    return record
+
+
+def load_golden(path: Path, what: str, batches: list[str]) -> dict[str, dict[str, np.ndarray]]:
+    """A golden npz as ``{batch: {tensor: array}}``: plain arrays only (no pickles), names
+    ``<batch>/<tensor>``, every batch of ``batches`` present, and unpacked size bounded.
+
+    Raises:
+        RepoProblem: anything else.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            unpacked = sum(info.file_size for info in archive.infolist())
+        if unpacked > MAX_GOLDEN_BYTES:
+            raise RepoProblem(f"repo's {what} unpacks to {unpacked} bytes, over the limit of {MAX_GOLDEN_BYTES}")
+        out: dict[str, dict[str, np.ndarray]] = {}
+        with np.load(path, allow_pickle=False) as data:
+            for key in data.files:
+                if not GOLDEN_NAME.match(key) or ".." in key.split("/"):
+                    raise RepoProblem(f"repo's {what} holds an entry named {key[:80]!r}, not <batch>/<tensor>")
+                batch, name = key.split("/", 1)
+                array = data[key]
+                if array.dtype.hasobject:
+                    raise RepoProblem(f"repo's {what} entry {key!r} holds Python objects")
+                out.setdefault(batch, {})[name] = array
+    except RepoProblem:
+        raise
+    except ValueError as e:  # numpy refuses object (pickled) arrays when allow_pickle=False
+        raise RepoProblem(f"repo's {what} is not plain arrays: {str(e).splitlines()[0][:160]}") from None
+    except (OSError, zipfile.BadZipFile, EOFError, KeyError) as e:
+        raise RepoProblem(f"repo's {what} is not a readable npz file ({type(e).__name__})") from None
+    absent = [b for b in batches if b not in out]
+    if absent:
+        raise RepoProblem(f"repo's {what} has no batch {', '.join(absent[:5])} (parity.json names them)")
+    return out
+
+
+def onnx_external_data(model_path: Path, rel: str, folder_in_repo: str, files: list[str]) -> None:
+    """An ONNX graph's external-data locations must be files its artifact lists (so hashed), inside
+    its folder: onnxruntime would otherwise read whatever path the graph names.
+
+    Raises:
+        RepoProblem: a location outside, or not listed.
+    """
+    import onnx
+
+    try:
+        graph = onnx.load(str(model_path), load_external_data=False)
+    except Exception as e:  # protobuf raises DecodeError and others for a corrupt graph
+        raise RepoProblem(f"repo's {rel} is not a readable ONNX graph "
+                          f"({type(e).__name__})") from None
+    tensors = list(graph.graph.initializer)
+    for node in graph.graph.node:
+        tensors += [a.t for a in node.attribute if a.HasField("t")]
+    for tensor in tensors:
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        location = next((e.value for e in tensor.external_data if e.key == "location"), "")
+        try:
+            rel = "/".join((*parts(folder_in_repo), *parts(location, what="location")))
+        except UnsafePath as e:
+            raise RepoProblem(f"repo's {rel} reads external data from {location[:80]!r} "
+                              f"outside the repo: {e.reason}") from None
+        if rel not in files:
+            raise RepoProblem(f"repo's {rel} reads external data from {location[:80]!r}, "
+                              "a file its artifact does not list (so its hash is not checked)")
