@@ -32,9 +32,12 @@ demo: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check pipeline tests benchmarks
+	$(BIN)/lint-imports
 
 test: $(STAMP) $(JS_STAMP)
 	$(BIN)/ruff check pipeline tests benchmarks
+	# the package's layers (pyproject.toml [tool.importlinter]): every import points down
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
 	# README's coverage table must be the one this run recorded (`make coverage-table` writes it)
 	$(BIN)/python -m tests.coverage check

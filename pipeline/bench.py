@@ -22,23 +22,19 @@ import numpy as np
 
 from pipeline import cpu
 from pipeline.atomic import write_bytes, write_json
-from pipeline.errors import PipelineError
-from pipeline.stages import Artifact, get_stage
+from pipeline.batches import synthetic_batch
+from pipeline.bench_settings import BenchSettings
+from pipeline.errors import PipelineError, UnsupportedModelError
+from pipeline.layout import BENCH_JSON, BENCH_PNG, STAGE_RECORD, BuildDir
+from pipeline.loaded import LoadedSource
+from pipeline.stages import Artifact, Stage, get_stage
+from pipeline.tasks import TEXT, task_kind
 from pipeline.versions import library_versions
 
-BENCH_JSON = "bench.json"
-BENCH_PNG = "bench.png"
+__all__ = ["BENCH_JSON", "BENCH_PNG", "BenchSettings", "Measurement", "check_task", "encoder_flops", "recommend",
+           "run"]
 EAGER = "eager"
 SDPA = "eager-sdpa"
-
-
-@dataclass(frozen=True)
-class BenchSettings:
-    shapes: tuple[tuple[int, int], ...] = ((1, 128), (8, 128))
-    padding: float = 0.0  # share of padding tokens in every row but the first
-    threads: int = 2
-    warmup: int = 3
-    runs: int = 10
 
 
 @dataclass
@@ -125,8 +121,6 @@ def measure(name: str, load: Callable[[], Callable[[Mapping[str, np.ndarray]], o
 def bench_inputs(tokenizer: Any, settings: BenchSettings,
                  seed: int = 0) -> dict[tuple[int, int], dict[str, np.ndarray]]:
     """Random ordinary tokens at each shape; every row but the first has ``padding`` of it padded."""
-    from pipeline.parity import synthetic_batch
-
     rng = np.random.default_rng(seed)
     names = set(tokenizer.model_input_names)
     return {(b, s): synthetic_batch(tokenizer, names, b, s, rng,
@@ -140,16 +134,13 @@ def check_task(model_type: str, task: str) -> None:
     Raises:
         UnsupportedModelError: a generation or image task.
     """
-    from pipeline.errors import UnsupportedModelError
-    from pipeline.parity import task_kind
-
-    if task_kind(task) != "text":  # generation and image inputs are not what this harness times yet
+    if task_kind(task) != TEXT:  # generation and image inputs are not what this harness times yet
         raise UnsupportedModelError(f"bench: not supported for {model_type}/{task}: the benchmark times one forward "
                                     "pass over token batches (encoder tasks); the build and its parity gate do not "
                                     "need it (set bench.on_build: false)")
 
 
-def run(build_dir: Path, source: Any, settings: BenchSettings,
+def run(build_dir: Path, source: LoadedSource, settings: BenchSettings,
         on_event: Callable[[str, str], None] | None = None, fingerprint: str | None = None) -> dict[str, Any]:
     """Measure eager PyTorch (SDPA and plain attention) and every artifact of ``build_dir`` that
     passed its gate; write ``bench.json`` and ``bench.png`` there and return the results.
@@ -162,7 +153,7 @@ def run(build_dir: Path, source: Any, settings: BenchSettings,
 
     emit = on_event or (lambda step, message: None)
     check_task(source.model_type, source.task)
-    parity_path = build_dir / "parity.json"
+    parity_path = BuildDir(build_dir).parity
     if not parity_path.is_file():
         raise PipelineError(f"{build_dir}: no parity.json: run `convert build` first")
     parity = json.loads(parity_path.read_text())
@@ -183,7 +174,7 @@ def run(build_dir: Path, source: Any, settings: BenchSettings,
         emit("bench", f"{name} ({settings.runs} runs x {len(batches)} shapes, {settings.threads} threads)")
         results += measure(name, lambda attention=attention: _eager_runner(source, attention), batches, settings,
                            flops, weights_mb)
-    for record_path in sorted((build_dir / "stages").glob("*/stage.json")):
+    for record_path in sorted(BuildDir(build_dir).stages.glob(f"*/{STAGE_RECORD}")):
         record = json.loads(record_path.read_text())
         stage = get_stage(record["stage"])
         for artifact_name, output in record["outputs"].items():
@@ -213,14 +204,13 @@ def run(build_dir: Path, source: Any, settings: BenchSettings,
     return report
 
 
-def _runner(stage: Any, stage_dir: Path, artifact: Artifact, threads: int) -> Callable[..., object]:
-    try:
-        return stage.runner(stage_dir, artifact, threads=threads)
-    except TypeError:  # a runner without a threads argument relies on torch.set_num_threads
-        return stage.runner(stage_dir, artifact)
+def _runner(stage: Stage[Any], stage_dir: Path, artifact: Artifact, threads: int) -> Callable[..., object]:
+    """Every stage's runner takes ``threads`` (the Stage contract); a torch runner ignores it and runs
+    with the process-wide ``torch.set_num_threads`` this harness set."""
+    return stage.runner(stage_dir, artifact, threads=threads)
 
 
-def _eager_runner(source: Any, attention: str) -> Callable[[Mapping[str, np.ndarray]], object]:
+def _eager_runner(source: LoadedSource, attention: str) -> Callable[[Mapping[str, np.ndarray]], object]:
     import inspect
 
     import torch

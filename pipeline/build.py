@@ -1,14 +1,7 @@
 """Orchestration: run each target's stage, gate every artifact, package — reusing what is unchanged.
 
-Layout of a build folder ``<out>/<recipe name>/``::
-
-    stages/<target>/   the stage's files and stage.json (fingerprint, outputs with sha256, timings)
-    golden/            golden inputs and eager outputs (.npz) and golden.json (fingerprint, batches)
-    parity/<artifact>.json   one artifact's comparison with eager and its fingerprint
-    parity.json        every artifact's comparison with eager, pass or fail
-    package/           the Hub repo layout; replaced only by a build whose artifacts all passed
-    package.json       the fingerprint the package was written for
-    build.json         the result of the last build
+The build folder's layout (``<out>/<recipe name>/``: ``stages/<target>/``, ``golden/``, ``parity/``,
+``package/`` and the records) is named in pipeline/layout.py.
 
 Every step has a fingerprint: a hash of its own settings, its inputs' content hashes and the
 library versions that shape its output. A step whose fingerprint matches a finished output (whose
@@ -34,18 +27,19 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import __version__, cpu, package, parity, settings
+from pipeline import bench as bench_mod
 from pipeline import source as source_mod
 from pipeline.atomic import atomic_dir, write_json
+from pipeline.bench_settings import BenchSettings
 from pipeline.errors import ParityError, PipelineError, StageError
+from pipeline.filehash import sha256_file
+from pipeline.layout import GOLDEN_RECORD, STAGE_RECORD, BuildDir
+from pipeline.loaded import LoadedSource, ResolvedSource
 from pipeline.recipe import Recipe
-from pipeline.source import LoadedSource, ResolvedSource, sha256_file
-from pipeline.stages import Artifact, StageContext, get_stage
+from pipeline.stages import Artifact, Stage, StageContext, StageParams, get_stage
 from pipeline.versions import library_versions
 
 Events = Callable[[str, str], None]  # (step, message)
-GOLDEN_RECORD = "golden.json"
-STAGE_RECORD = "stage.json"
-PACKAGE_RECORD = "package.json"
 
 
 @dataclass
@@ -134,7 +128,7 @@ class _Source:
 def build_lock(build_dir: Path, emit: Events) -> Iterator[None]:
     """One build of a recipe at a time: a second one waits here, and says so, until the first ends."""
     build_dir.mkdir(parents=True, exist_ok=True)
-    with (build_dir / ".lock").open("a+") as handle:
+    with BuildDir(build_dir).lock.open("a+") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -170,8 +164,6 @@ def build(recipe: Recipe, out: Path, *, on_event: Events | None = None, options:
     for name, params in recipe.target_params().items():  # a model a target cannot build: before any loading
         get_stage(name).check(params, source.config, recipe.task)
     if recipe.bench.on_build:  # a benchmark the build would fail at after all its work: refuse it now
-        from pipeline import bench as bench_mod
-
         bench_mod.check_task(source.config.get("model_type", "?"), recipe.task)
     build_dir = out / recipe.name
     with build_lock(build_dir, emit):
@@ -183,6 +175,7 @@ def _build(recipe: Recipe, build_dir: Path, source: _Source, emit: Events, optio
     timings: dict[str, float] = {}
     reused: list[str] = []
     task = recipe.task
+    paths = BuildDir(build_dir)
 
     t = time.perf_counter()
     # eager outputs, parity figures and timings belong to the CPU that computed them (stage outputs do not)
@@ -195,14 +188,14 @@ def _build(recipe: Recipe, build_dir: Path, source: _Source, emit: Events, optio
         emit("golden", f"computing eager outputs on golden inputs ({why})")
         batches, reference = parity.golden(source.loaded, recipe.validation.texts, recipe.validation.shapes,
                                            seed=recipe.validation.seed)
-        with atomic_dir(build_dir / "golden") as tmp:
+        with atomic_dir(paths.golden) as tmp:
             parity.save_golden(tmp / package.GOLDEN_INPUTS, tmp / package.GOLDEN_OUTPUTS, batches, reference)
             write_json(tmp / GOLDEN_RECORD, {"fingerprint": golden_fp, "batches": [b.name for b in batches]})
     else:
         emit("golden", "reused")
         reused.append("golden")
     assert reference is not None
-    golden = (build_dir / "golden" / package.GOLDEN_INPUTS, build_dir / "golden" / package.GOLDEN_OUTPUTS)
+    golden = paths.golden_files
     timings["golden"] = time.perf_counter() - t
 
     runs: list[StageRun] = []
@@ -212,7 +205,7 @@ def _build(recipe: Recipe, build_dir: Path, source: _Source, emit: Events, optio
     notes: list[str] = []
     for name, params in recipe.target_params().items():
         stage = get_stage(name)
-        stage_dir = build_dir / "stages" / name
+        stage_dir = paths.stage(name)
         stage_fp = stage_fingerprint(name, stage.version, params.model_dump(mode="json"),
                                      source.resolved.fingerprint, task, model_options(recipe))
         t = time.perf_counter()
@@ -247,7 +240,7 @@ def _build(recipe: Recipe, build_dir: Path, source: _Source, emit: Events, optio
                                                reference, gate, skips_padding=artifact.skips_padding,
                                                token_outputs=artifact.metadata.get("token_outputs"),
                                                numerics=numerics.get("gated_with"))
-                write_json(build_dir / "parity" / f"{artifact.name}.json",
+                write_json(paths.parity_record(artifact.name),
                            {"fingerprint": parity_fp, "report": report.to_json()})
             else:
                 reused.append(f"parity:{artifact.name}")
@@ -265,7 +258,7 @@ def _build(recipe: Recipe, build_dir: Path, source: _Source, emit: Events, optio
         "golden": [{"batch": b.name, "shape": list(b.shape), "padded_tokens": b.padded_tokens} for b in batches],
         "artifacts": {k: v.to_json() for k, v in reports.items()},
     }
-    write_json(build_dir / "parity.json", parity_json)
+    write_json(paths.parity, parity_json)
     optional = {a for run in runs for a in run.optional}
     failures = [f for name, r in reports.items() if name not in optional for f in r.failures]
     warnings = [f"{f} (optional: not packaged)" for name, r in reports.items() if name in optional
@@ -278,15 +271,13 @@ def _build(recipe: Recipe, build_dir: Path, source: _Source, emit: Events, optio
     package_dir = None
     bench_report = None
     if not failures and recipe.bench.on_build:
-        from pipeline import bench as bench_mod
-
         settings_ = recipe.bench.settings()
         bench_fp = fingerprint(kind="bench", settings=asdict(settings_), source=source.resolved.fingerprint, cpu=on_cpu,
                                artifacts={a.name: a.sha256 for a in passing})
-        previous = _read_json(build_dir / bench_mod.BENCH_JSON)
+        previous = _read_json(paths.bench_json)
         t = time.perf_counter()
         if (not options.force and previous is not None and previous.get("fingerprint") == bench_fp
-                and (build_dir / bench_mod.BENCH_PNG).is_file()):
+                and paths.bench_png.is_file()):
             emit("bench", "reused (same artifacts and settings)")
             reused.append("bench")
             bench_report = previous
@@ -304,12 +295,12 @@ def _build(recipe: Recipe, build_dir: Path, source: _Source, emit: Events, optio
             reused.append("package")
         else:
             emit("package", "writing the package")
-            package.write(build_dir / "package", recipe=recipe, source=source.resolved, task=task,
+            package.write(paths.package, recipe=recipe, source=source.resolved, task=task,
                           artifacts=passing, parity=parity_json, golden=golden, bench=bench_report,
-                          bench_chart=build_dir / package.BENCH_PNG)
-            write_json(build_dir / PACKAGE_RECORD, {"fingerprint": package_fp})
+                          bench_chart=paths.bench_png)
+            write_json(paths.package_record, {"fingerprint": package_fp})
         timings["package"] = time.perf_counter() - t
-        package_dir = build_dir / "package"
+        package_dir = paths.package
     if "source" not in timings and "loaded" in source.__dict__:
         timings["source"] = source.seconds
     timings["total"] = time.perf_counter() - started
@@ -317,7 +308,7 @@ def _build(recipe: Recipe, build_dir: Path, source: _Source, emit: Events, optio
                          stages=runs, parity=parity_json, reused=reused,
                          timings={k: round(v, 3) for k, v in timings.items()}, failures=failures,
                          warnings=warnings, recommended=bench_report["recommended"] if bench_report else None)
-    write_json(build_dir / "build.json", result.to_json())
+    write_json(paths.build_record, result.to_json())
     if failures:
         raise ParityError(failures, parity_json)
     return result
@@ -333,7 +324,8 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 
 def _reuse_golden(build_dir: Path, golden_fp: str, options: Options) -> tuple[Any, Any, str]:
-    record = _read_json(build_dir / "golden" / GOLDEN_RECORD)
+    paths = BuildDir(build_dir)
+    record = _read_json(paths.golden_record)
     if options.force:
         return None, None, "--force"
     if record is None:
@@ -341,8 +333,8 @@ def _reuse_golden(build_dir: Path, golden_fp: str, options: Options) -> tuple[An
     if record.get("fingerprint") != golden_fp:
         return None, None, "source, texts, shapes or libraries changed"
     try:
-        inputs = parity.load_golden(build_dir / "golden" / package.GOLDEN_INPUTS)
-        outputs = parity.load_golden(build_dir / "golden" / package.GOLDEN_OUTPUTS)
+        inputs = parity.load_golden(paths.golden_files[0])
+        outputs = parity.load_golden(paths.golden_files[1])
         batches = [parity.GoldenBatch(name, inputs[name]) for name in record["batches"]]
         return batches, [outputs[name] for name in record["batches"]], ""
     except (OSError, KeyError, ValueError):
@@ -367,21 +359,22 @@ def _reuse_stage(stage_dir: Path, stage_fp: str, options: Options, name: str) ->
 
 
 def _reuse_parity(build_dir: Path, artifact: str, parity_fp: str, options: Options) -> parity.ArtifactParity | None:
-    record = _read_json(build_dir / "parity" / f"{artifact}.json")
+    record = _read_json(BuildDir(build_dir).parity_record(artifact))
     if options.force or record is None or record.get("fingerprint") != parity_fp:
         return None
     return parity.ArtifactParity.from_json(record["report"])
 
 
 def _package_is_current(build_dir: Path, package_fp: str, options: Options) -> bool:
-    record = _read_json(build_dir / PACKAGE_RECORD)
-    manifest = _read_json(build_dir / "package" / package.MANIFEST)
+    paths = BuildDir(build_dir)
+    record = _read_json(paths.package_record)
+    manifest = _read_json(paths.package / package.MANIFEST)
     if options.force or record is None or manifest is None or record.get("fingerprint") != package_fp:
         return False
-    return package.file_table(build_dir / "package") == package.all_files(manifest)
+    return package.file_table(paths.package) == package.all_files(manifest)
 
 
-def _run_stage(stage: Any, name: str, params: Any, recipe: Recipe, source: _Source, stage_dir: Path,
+def _run_stage(stage: Stage[Any], name: str, params: StageParams, recipe: Recipe, source: _Source, stage_dir: Path,
                stage_fp: str) -> dict[str, Any]:
     t = time.perf_counter()
     with atomic_dir(stage_dir) as workdir:
@@ -418,7 +411,8 @@ def _artifacts(record: dict[str, Any]) -> list[Artifact]:
             for name in record.get("order", outputs)]
 
 
-def bench(recipe: Recipe, out: Path, *, settings: Any = None, on_event: Events | None = None) -> dict[str, Any]:
+def bench(recipe: Recipe, out: Path, *, settings: BenchSettings | None = None,
+          on_event: Events | None = None) -> dict[str, Any]:
     """Benchmark an existing build of ``recipe`` (eager and every artifact that passed its gate).
 
     ``settings`` (a :class:`pipeline.bench.BenchSettings`) defaults to the recipe's ``bench`` section.
@@ -428,11 +422,9 @@ def bench(recipe: Recipe, out: Path, *, settings: Any = None, on_event: Events |
         SourceError: the source cannot be loaded (eager is measured too).
         PipelineError: there is no completed build to measure.
     """
-    from pipeline import bench as bench_mod
-
     emit = on_event or (lambda step, message: None)
     build_dir = out / recipe.name
-    if not (build_dir / "parity.json").is_file():
+    if not BuildDir(build_dir).parity.is_file():
         raise PipelineError(f"{build_dir}: no build to measure (run `convert build {recipe.path or recipe.name}` "
                             "first)")
     emit("source", f"loading {recipe.source.describe()}")

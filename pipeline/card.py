@@ -14,6 +14,9 @@ from typing import Any
 
 import yaml
 
+from pipeline.cpu import summary
+from pipeline.tasks import IMAGE, TEXT, task_kind
+
 ORT_CLASSES = {
     "feature-extraction": "ORTModelForFeatureExtraction",
     "sentence-similarity": "ORTModelForFeatureExtraction",  # optimum's synonym of feature-extraction
@@ -119,8 +122,6 @@ def _body(repo: str, manifest: dict[str, Any], parity: dict[str, Any], bench: di
     lines += ["", "The shipped `golden_inputs.npz` and `golden_outputs.npz` (entries `<batch>/<tensor>`) let anyone "
               "re-check a download: `convert verify " + repo + "` (it re-gates every artifact on the CPU it runs "
               "on).", ""]
-    from pipeline.cpu import summary
-
     if manifest.get("gated_on"):
         lines += [f"Gated on: {summary(manifest['gated_on'])}.", ""]
     int8 = {art: entry for art, entry in artifacts.items() if "numerics" in entry.get("metadata", {})}
@@ -158,13 +159,11 @@ def _body(repo: str, manifest: dict[str, Any], parity: dict[str, Any], bench: di
 
 def _usage(repo: str, task: str, artifacts: dict[str, Any], recommended: str | None) -> list[str]:
     out: list[str] = []
-    from pipeline.parity import task_kind
-
     onnx = {name: a for name, a in artifacts.items() if a["stage"] == "onnx"}
     kind = task_kind(task)
-    if onnx and kind != "text":  # generation drives several steps, vision takes pixels: optimum's classes do it
+    if onnx and kind != TEXT:  # generation drives several steps, vision takes pixels: optimum's classes do it
         ort_class = ORT_CLASSES.get(task.removesuffix("-with-past"), "ORTModel")
-        if kind == "image":
+        if kind == IMAGE:
             prep = ["from transformers import AutoImageProcessor", "",
                     f'processor = AutoImageProcessor.from_pretrained("{repo}")',
                     f'model = {ort_class}.from_pretrained("{repo}", subfolder="onnx")',

@@ -20,8 +20,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline import package
+from pipeline import cpu, package, parity
 from pipeline.errors import InputError, PipelineError, PublishError
+from pipeline.filehash import sha256_file
+from pipeline.layout import BUILD_RECORD, PACKAGE, BuildDir
+from pipeline.recipe import from_data
+from pipeline.stages import Artifact, Gate, get_stage
 
 Events = Callable[[str, str], None]
 KEEP_REMOTE = {".gitattributes"}  # the Hub's own file: never deleted by a push
@@ -59,11 +63,11 @@ def check_package(build_dir: Path) -> tuple[Path, dict[str, Any]]:
         PublishError: the last build failed its gate, a packaged artifact did not pass, the files
             do not match the manifest, or the Hub source is floating without permission.
     """
-    pkg = build_dir / "package" if (build_dir / "package").is_dir() else build_dir
+    pkg = BuildDir(build_dir).package if BuildDir(build_dir).package.is_dir() else build_dir
     manifest = _manifest(pkg)
     repo = (manifest.get("recipe", {}).get("publish") or {}).get("repo") or "?"
-    build_json = pkg.parent / "build.json"
-    if build_json.is_file() and pkg.name == "package":
+    build_json = pkg.parent / BUILD_RECORD
+    if build_json.is_file() and pkg.name == PACKAGE:
         last = json.loads(build_json.read_text(encoding="utf-8"))
         if not last.get("passed", False):
             raise PublishError(f"{build_dir}: the last build failed its parity gate ({len(last.get('failures', []))} "
@@ -373,11 +377,6 @@ def verify(repo_id: str, revision: str = "main", *, manifest_sha256: str | None 
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError
 
-    from pipeline import parity
-    from pipeline.recipe import from_data
-    from pipeline.source import sha256_file
-    from pipeline.stages import Artifact, Gate, get_stage
-
     emit = on_event or (lambda step, message: None)
     _quiet_client()
     emit("verify", f"downloading {repo_id}@{revision}")
@@ -388,8 +387,6 @@ def verify(repo_id: str, revision: str = "main", *, manifest_sha256: str | None 
                            request_id=e.request_id) from None
     except (OSError, ValueError) as e:
         raise PublishError(f"{repo_id}@{revision}: download failed ({type(e).__name__})", repo_id=repo_id) from None
-    from pipeline import cpu
-
     result = VerifyResult(repo_id, revision, folder.name, 0, [], [], cpu=cpu.current())
     problems = result.problems
     manifest_path = folder / package.MANIFEST

@@ -13,24 +13,25 @@ The manifest is deterministic: the same recipe built twice gives the same manife
 
 from __future__ import annotations
 
+import os
+import shlex
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline import cpu
+from pipeline import __version__, cpu
 from pipeline.atomic import atomic_dir, link_or_copy, write_json
-from pipeline.bench import BENCH_JSON, BENCH_PNG
+from pipeline.card import render, source_license
+from pipeline.filehash import sha256_file
+from pipeline.layout import BENCH_JSON, BENCH_PNG, CARD, GOLDEN_INPUTS, GOLDEN_OUTPUTS, MANIFEST, PARITY
+from pipeline.loaded import ResolvedSource
 from pipeline.recipe import Recipe
-from pipeline.source import ResolvedSource, sha256_file
 from pipeline.versions import library_versions
 
-MANIFEST = "manifest.json"
+__all__ = ["BENCH_PNG", "CARD", "GOLDEN_INPUTS", "GOLDEN_OUTPUTS", "MANIFEST", "PARITY", "PackagedArtifact",
+           "all_files", "file_table", "rebuild_command", "write"]
 MANIFEST_FORMAT = 1
-GOLDEN_INPUTS = "golden_inputs.npz"
-GOLDEN_OUTPUTS = "golden_outputs.npz"
-PARITY = "parity.json"
-CARD = "README.md"
 TIMING_FILES = (CARD, BENCH_JSON, BENCH_PNG)  # their bytes depend on measured times
 
 
@@ -100,8 +101,6 @@ def write(target: Path, *, recipe: Recipe, source: ResolvedSource, task: str, ar
         }
         table = file_table(tmp, known)
         manifest["files"] = table  # before the card: the card shows sizes
-        from pipeline.card import render, source_license
-
         card = tmp / CARD
         card.write_text(render(repo_id=recipe.publish.repo if recipe.publish else None, manifest=manifest,
                                parity=parity, bench=bench, license=source_license(source.folder)), encoding="utf-8")
@@ -118,11 +117,6 @@ def write(target: Path, *, recipe: Recipe, source: ResolvedSource, task: str, ar
 def rebuild_command(recipe: Recipe) -> str:
     """The command that rebuilds this package: the recipe (also in the manifest, normalized) as a
     path relative to the working folder, with the tool version the manifest records."""
-    import os
-    import shlex
-
-    from pipeline import __version__
-
     path = recipe.path
     shown = "recipe.yaml"
     if path is not None:

@@ -11,14 +11,15 @@ reads files only (torch is imported inside :func:`pool`); it neither exports nor
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from pipeline.errors import SourceError
+from pipeline.errors import Problem, SourceError
 
-if TYPE_CHECKING:
-    from pipeline.recipe import Recipe
+# A problem at a recipe field, with its file:line:col (``Recipe.problem``).
+ProblemAt = Callable[[tuple[str, ...], str], Problem]
 
 OUTPUT = "sentence_embedding"  # the graph output's name, as sentence-transformers' own ONNX exports call it
 TOKEN_OUTPUT = "last_hidden_state"  # the token embeddings it is pooled from
@@ -44,27 +45,37 @@ class Pooling:
         return asdict(self)
 
 
-def resolve(recipe: Recipe, folder: Path) -> Pooling | None:
-    """The pooling ``recipe`` asks for, with ``auto`` fields read from the checkpoint in ``folder``.
+class PoolingSpec(Protocol):
+    """The recipe's ``sentence_embedding`` section (pipeline.recipe.SentenceEmbedding)."""
+
+    @property
+    def pooling(self) -> str: ...
+
+    @property
+    def normalize(self) -> bool | str: ...
+
+
+def resolve(spec: PoolingSpec | None, folder: Path, problem: ProblemAt) -> Pooling | None:
+    """The pooling the recipe's ``sentence_embedding`` (``spec``) asks for, with ``auto`` fields read
+    from the checkpoint in ``folder``; ``problem`` places an error at its recipe field.
 
     Raises:
         SourceError: ``auto`` with no sentence-transformers files to read it from; a checkpoint
             whose modules.json lists modules this pooling cannot reproduce (e.g. Dense); a
             Pooling config with no, several or an unsupported mode.
     """
-    spec = recipe.sentence_embedding
     if spec is None:
         return None
-    modules = _modules(recipe, folder)
+    modules = _modules(problem, folder)
     read: list[str] = []
     mode = spec.pooling
     if mode == "auto":
-        mode, config = _checkpoint_mode(recipe, folder, modules)
+        mode, config = _checkpoint_mode(problem, folder, modules)
         read.append(config)
     normalize = spec.normalize
     if normalize == "auto":
         if modules is None:
-            raise SourceError(str(recipe.problem(
+            raise SourceError(str(problem(
                 ("sentence_embedding", "normalize"), f"auto: {folder} has no modules.json (not a sentence-transformers "
                 "checkpoint) to read it from: set sentence_embedding.normalize to true or false")))
         normalize = _NORMALIZE in modules
@@ -73,7 +84,7 @@ def resolve(recipe: Recipe, folder: Path) -> Pooling | None:
     return Pooling(mode=mode, normalize=bool(normalize), origin=origin)
 
 
-def _modules(recipe: Recipe, folder: Path) -> dict[str, str] | None:
+def _modules(problem: ProblemAt, folder: Path) -> dict[str, str] | None:
     """``{module type: path}`` from modules.json, or None without one. Modules after the pooling
     that change the embedding (Dense, LayerNorm, …) are refused: the graph would not match."""
     path = folder / "modules.json"
@@ -84,19 +95,19 @@ def _modules(recipe: Recipe, folder: Path) -> dict[str, str] | None:
         entries = json.loads(path.read_text(encoding="utf-8"))
         modules = {str(e["type"]): str(e.get("path", "")) for e in entries}
     except (ValueError, KeyError, TypeError, AttributeError):
-        raise SourceError(str(recipe.problem(loc, f"{path} is not a sentence-transformers modules.json"))) from None
+        raise SourceError(str(problem(loc, f"{path} is not a sentence-transformers modules.json"))) from None
     other = sorted(set(modules) - {_TRANSFORMER, _POOLING, _NORMALIZE})
     if other:
-        raise SourceError(str(recipe.problem(loc, f"{path} lists {', '.join(other)}: only Transformer, Pooling and "
+        raise SourceError(str(problem(loc, f"{path} lists {', '.join(other)}: only Transformer, Pooling and "
                                                   "Normalize modules can be exported into the graph")))
     return modules
 
 
-def _checkpoint_mode(recipe: Recipe, folder: Path, modules: dict[str, str] | None) -> tuple[str, str]:
+def _checkpoint_mode(problem: ProblemAt, folder: Path, modules: dict[str, str] | None) -> tuple[str, str]:
     """The single pooling mode the checkpoint's Pooling config enables, and that file (relative)."""
     loc = ("sentence_embedding", "pooling")
     if modules is None or _POOLING not in modules:
-        raise SourceError(str(recipe.problem(loc, f"auto: {folder} has no sentence-transformers Pooling module "
+        raise SourceError(str(problem(loc, f"auto: {folder} has no sentence-transformers Pooling module "
                                                   "(modules.json) to read it from: set sentence_embedding.pooling "
                                                   f"to one of {', '.join(MODES)}")))
     path = folder / modules[_POOLING] / "config.json"
@@ -105,10 +116,10 @@ def _checkpoint_mode(recipe: Recipe, folder: Path, modules: dict[str, str] | Non
         enabled = [mode for mode, flag in _FLAGS.items() if config.get(flag)]
         other = [flag for flag in _OTHER_FLAGS if config.get(flag)]
     except (OSError, ValueError, AttributeError):
-        raise SourceError(str(recipe.problem(loc, f"auto: cannot read {path}"))) from None
+        raise SourceError(str(problem(loc, f"auto: cannot read {path}"))) from None
     if other or len(enabled) != 1:
         got = ", ".join([*(_FLAGS[m] for m in enabled), *other]) or "none"
-        raise SourceError(str(recipe.problem(loc, f"auto: {path} enables {got}; exactly one of "
+        raise SourceError(str(problem(loc, f"auto: {path} enables {got}; exactly one of "
                                                   f"{', '.join(_FLAGS.values())} can be exported")))
     return enabled[0], path.relative_to(folder).as_posix()
 

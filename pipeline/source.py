@@ -7,70 +7,25 @@ weights are loaded; pickle weights and remote code are refused. This module neve
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import importlib.util
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pipeline.errors import SourceError
-from pipeline.parity import task_kind
-from pipeline.pooling import Pooling
+from pipeline.filehash import sha256_file
+from pipeline.loaded import LoadedSource, ResolvedSource
 from pipeline.pooling import resolve as resolve_pooling
 from pipeline.recipe import Recipe, check_task
+from pipeline.tasks import IMAGE, task_kind
+
+__all__ = ["LoadedSource", "ResolvedSource", "sha256_file", "resolve", "check", "load"]
 
 SAFETENSORS = ("model.safetensors", "model.safetensors.index.json")
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 # What a Hub download fetches: configs, tokenizer files and safetensors, never pickles.
 HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "tokenizer*", "*.md"]
-
-
-@dataclass(frozen=True)
-class ResolvedSource:
-    """Where a checkpoint is and what identifies its content."""
-
-    kind: str  # "hub", "folder" or "package"
-    folder: Path
-    id: str  # hub id, package name or the folder as written in the recipe
-    revision: str | None  # hub: the resolved commit sha; package: its version
-    files: dict[str, str]  # relative path -> sha256 of every file in the checkpoint folder
-
-    @property
-    def fingerprint(self) -> str:
-        """The hub commit when there is one, else a hash over the files' hashes."""
-        if self.kind == "hub" and self.revision:
-            return self.revision
-        blob = json.dumps(self.files, sort_keys=True).encode()
-        return hashlib.sha256(blob).hexdigest()
-
-    def provenance(self) -> dict[str, Any]:
-        return {"kind": self.kind, "id": self.id, "revision": self.revision,
-                "fingerprint": self.fingerprint}
-
-
-@dataclass
-class LoadedSource:
-    """The source model, loaded once per build and shared by every stage."""
-
-    resolved: ResolvedSource
-    task: str
-    model: Any  # transformers.PreTrainedModel, in eval mode
-    tokenizer: Any  # transformers.PreTrainedTokenizerBase; None for image tasks
-    config: Any
-    model_type: str
-    load_info: dict[str, Any] = field(default_factory=dict)
-    processor: Any = None  # the image processor (preprocessor_config.json) of image tasks
-    pooling: Pooling | None = None  # the recipe's sentence_embedding, resolved against the checkpoint
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _hash_folder(folder: Path) -> dict[str, str]:
@@ -183,7 +138,8 @@ def check(recipe: Recipe, resolved: ResolvedSource) -> dict[str, Any]:
             raise SourceError(str(recipe.problem(
                 ("source", "max_memory_mb"), f"the weights are {weight_bytes / 2**20:.0f} MB; a build needs "
                 f"about {needed:.0f} MB (3x the weights + 600 MB), over the budget of {src.max_memory_mb} MB")))
-    resolve_pooling(recipe, folder)  # a sentence_embedding the checkpoint cannot back fails before loading
+    # a sentence_embedding the checkpoint cannot back fails before loading
+    resolve_pooling(recipe.sentence_embedding, folder, recipe.problem)
     return config
 
 
@@ -274,7 +230,7 @@ def load(recipe: Recipe, resolved: ResolvedSource) -> LoadedSource:
             hint="pick the task the checkpoint was trained for")
     model.eval()
     tokenizer = processor = None
-    if task_kind(task) == "image":  # vision models take pixel_values made by their image processor
+    if task_kind(task) == IMAGE:  # vision models take pixel_values made by their image processor
         processor = _image_processor(recipe, loc, resolved.folder)
     else:
         try:
@@ -290,7 +246,7 @@ def load(recipe: Recipe, resolved: ResolvedSource) -> LoadedSource:
                         model_type=model_type, processor=processor,
                         load_info={"class": type(model).__name__,
                                    "unexpected_keys": sorted(info.get("unexpected_keys", []))},
-                        pooling=resolve_pooling(recipe, resolved.folder))
+                        pooling=resolve_pooling(recipe.sentence_embedding, resolved.folder, recipe.problem))
 
 
 def _image_processor(recipe: Recipe, loc: tuple[str, ...], folder: Path) -> Any:

@@ -29,6 +29,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from pipeline.batches import EXPORT_SHAPE
 from pipeline.errors import UnsupportedModelError
 from pipeline.stages import torch_common
 from pipeline.stages.base import Artifact, Runner, Stage, StageContext, StageParams, register_stage
@@ -194,8 +195,6 @@ class BetterTransformer(Stage[BetterTransformerParams]):
     def _sdpa_fallback(self, ctx: StageContext) -> list[Artifact]:
         """transformers' SDPA-attention model, traced and frozen like the torchscript target."""
         import torch
-
-        from pipeline.parity import EXPORT_SHAPE
 
         source = ctx.source
         names = torch_common.input_names(self.name, source)

@@ -57,17 +57,20 @@ import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
+import numpy as np
 from pydantic import Field, field_validator
 
 from pipeline import cpu
-from pipeline.errors import StageError
+from pipeline.errors import StageError, UnsupportedModelError
+from pipeline.gate import lossy_gate
+from pipeline.loaded import LoadedSource
 from pipeline.pooling import OUTPUT as POOLED_OUTPUT
+from pipeline.pooling import TOKEN_OUTPUT, pool
+from pipeline.stages import onnx_generation
 from pipeline.stages.base import Artifact, Gate, Runner, Stage, StageContext, StageParams, register_stage
-
-if TYPE_CHECKING:
-    from pipeline.source import LoadedSource
+from pipeline.tasks import GENERATION, SEQ2SEQ, task_kind
 
 ONNX_FILE = "model.onnx"
 Variant = Literal["fp32", "optimized", "int8", "fp16", "int8-arm64", "int8-avx2", "int8-avx512", "int8-avx512_vnni"]
@@ -176,43 +179,34 @@ class OnnxExport(Stage[OnnxParams]):
     version = 3  # 3: int8 weights QUInt8 by default; per-CPU int8 variants; numerics in the metadata
     description = "ONNX graphs exported by optimum-onnx, run with onnxruntime"
     package_folder = "onnx"  # where optimum's ORTModel (subfolder="onnx") and transformers.js look
+    exporter, exporter_label = "onnx", "ONNX"
+
+    def register_exporter_configs(self) -> None:
+        import optimum.exporters.onnx.model_configs  # noqa: F401  (registers the ONNX configs per model type)
 
     def artifact_names(self, params: OnnxParams) -> list[str]:
         return [artifact_name(v) for v in params.variants]
 
     def gate_for(self, artifact: str, task: str) -> Gate:
-        """fp32-class graphs elementwise; lossy ones in task terms, on the recipe's real texts (on
-        every batch for image tasks, which have no texts)."""
-        from pipeline.parity import task_kind
-
-        variant = artifact.removeprefix("onnx-") if artifact != "onnx" else "fp32"  # e.g. onnx-int8-avx2
-        if variant not in LOSSY:
-            return self.default_gate
-        if task == "feature-extraction":
-            return Gate(min_pooled_cosine=0.99, batches="texts")
-        return Gate(min_argmax_agreement=1.0, atol=0.1, rtol=0.0,
-                    batches="all" if task_kind(task) == "image" else "texts")
+        """fp32-class graphs elementwise; lossy ones in task terms (:func:`pipeline.gate.lossy_gate`)."""
+        variant = artifact.removeprefix(f"{self.name}-") if artifact != self.name else "fp32"  # e.g. onnx-int8-avx2
+        return lossy_gate(task) if variant in LOSSY else self.default_gate
 
     def check(self, params: OnnxParams, config: Mapping[str, Any], task: str) -> None:
-        from pipeline.errors import UnsupportedModelError
-        from pipeline.parity import task_kind
-
         others = [v for v in params.variants if v != "fp32"]
-        if others and task_kind(task) in ("generation", "seq2seq"):
+        if others and task_kind(task) in (GENERATION, SEQ2SEQ):
             raise UnsupportedModelError(
                 f"targets.onnx.variants: {', '.join(others)} not supported for "
                 f"{config.get('model_type')}/{task} (the variants are built for single-graph encoder and vision "
                 "tasks; a generation task gets the fp32 graphs optimum's ORTModel loads): use variants: [fp32]")
 
     def run(self, ctx: StageContext, params: OnnxParams) -> list[Artifact]:
-        from pipeline.parity import task_kind
-
         work = ctx.workdir
         kind = task_kind(ctx.source.task)
         self.check(params, {"model_type": ctx.source.model_type}, ctx.source.task)
         with _quiet():
             self._export(ctx, params)
-        if kind == "seq2seq":
+        if kind == SEQ2SEQ:
             return [self._seq2seq_artifact(ctx, params)]
         with _quiet():
             built = {"fp32": ONNX_FILE}
@@ -240,7 +234,7 @@ class OnnxExport(Stage[OnnxParams]):
                 metadata["numerics"] = int8_numerics(weights, reduce_range)
                 if variant in INT8_PRESETS:
                     metadata["suits"] = INT8_PRESETS[variant].suits
-            if kind == "generation":
+            if kind == GENERATION:
                 metadata["decoding"] = DECODING
             if ctx.source.pooling is not None:  # how the sentence_embedding output pools, and who said so
                 metadata[POOLED_OUTPUT] = ctx.source.pooling.to_json()
@@ -326,8 +320,6 @@ class OnnxExport(Stage[OnnxParams]):
     def runner(self, stage_dir: Path, artifact: Artifact, threads: int | None = None) -> Runner:
         meta = artifact.metadata
         if "decoding" in meta:  # a generation task: greedy decoding, step by step with the graph's cache
-            from pipeline.stages import onnx_generation
-
             if "encoder" in meta:
                 return onnx_generation.seq2seq_runner(stage_dir / meta["encoder"], stage_dir / meta["file"],
                                                       meta["decoder_start_token_id"], threads=threads)
@@ -354,8 +346,6 @@ def pooled_onnx_config(source: LoadedSource) -> Any:
     pooling wraps the patched forward optimum traces, so it is traced into the same graph.
     """
     from optimum.exporters.tasks import TasksManager
-
-    from pipeline.pooling import TOKEN_OUTPUT, pool
 
     pooling = source.pooling
     assert pooling is not None
@@ -389,7 +379,7 @@ def pooled_onnx_config(source: LoadedSource) -> Any:
     missing = [what for what, present in (("input attention_mask", "attention_mask" in config.inputs),
                                           (f"output {TOKEN_OUTPUT}", TOKEN_OUTPUT in config.outputs)) if not present]
     if missing:
-        raise StageError("onnx", f"sentence_embedding: optimum's ONNX config for {source.model_type} "
+        raise StageError(OnnxExport.name, f"sentence_embedding: optimum's ONNX config for {source.model_type} "
                                  f"({source.task}) has no {', '.join(missing)} to pool with")
     return config
 
@@ -467,11 +457,7 @@ def ort_runner(path: Path, threads: int | None = None, session_config: Mapping[s
     Inputs the graph does not take are ignored; integer inputs are cast to the graph's type.
     ``session_config`` entries are added to the session options (an int8 graph's exact-arithmetic setting).
     """
-    import numpy as np
-
-    from pipeline.stages.onnx_generation import session as open_session
-
-    session = open_session(path, threads, session_config)
+    session = onnx_generation.session(path, threads, session_config)
     types = {i.name: i.type for i in session.get_inputs()}
     output_names = [o.name for o in session.get_outputs()]
     dtypes = {"tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(float)": np.float32}

@@ -16,6 +16,7 @@ from typing import Any
 
 from pydantic import Field
 
+from pipeline.batches import EXPORT_SHAPE
 from pipeline.stages import torch_common
 from pipeline.stages.base import Artifact, Runner, Stage, StageContext, StageParams, register_stage
 
@@ -40,8 +41,6 @@ class TorchScript(Stage[TorchScriptParams]):
 
     def run(self, ctx: StageContext, params: TorchScriptParams) -> list[Artifact]:
         import torch
-
-        from pipeline.parity import EXPORT_SHAPE
 
         source = ctx.source
         names, example, outputs = torch_common.loaded_io(self.name, source)
