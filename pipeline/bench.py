@@ -166,6 +166,7 @@ def run(build_dir: Path, source: LoadedSource, settings: BenchSettings,
 
     weights_mb = sum(p.stat().st_size for p in source.resolved.folder.glob("*.safetensors")) / 1e6
     results: list[Measurement] = []
+    libraries: set[str] = set()  # those of the targets measured, besides pipeline.versions.BASE
     attentions = [(SDPA, "sdpa"), (EAGER, "eager")]
     if not getattr(type(source.model), "_supports_sdpa", False):  # DeBERTa-v2, ELECTRA: loading with sdpa raises
         attentions.remove((SDPA, "sdpa"))
@@ -177,6 +178,7 @@ def run(build_dir: Path, source: LoadedSource, settings: BenchSettings,
     for record_path in sorted(BuildDir(build_dir).stages.glob(f"*/{STAGE_RECORD}")):
         record = json.loads(record_path.read_text())
         stage = get_stage(record["stage"])
+        libraries.update(stage.libraries)
         for artifact_name, output in record["outputs"].items():
             if artifact_name not in passed:
                 continue
@@ -195,7 +197,7 @@ def run(build_dir: Path, source: LoadedSource, settings: BenchSettings,
         "results": [{**asdict(m), "speedup_vs_eager": round(eager[tuple(m.shape)] / m.p50_ms, 3)}
                     for m in results],
         "gates": {name: report["passed"] for name, report in parity["artifacts"].items()},
-        "versions": library_versions(),
+        "versions": library_versions(libraries),
         "cpu": cpu.current(),  # speed figures hold for this CPU only
         "fingerprint": fingerprint,  # what was measured (artifacts, settings), for reuse by the build
     }

@@ -21,7 +21,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,18 +74,19 @@ class BuildResult:
         return data
 
 
-def fingerprint(**parts: Any) -> str:
-    """sha256 of the parts as canonical JSON, with the versions of the libraries and of this tool."""
-    blob = json.dumps({**parts, "libraries": library_versions(), "pipeline": __version__}, sort_keys=True)
+def fingerprint(libraries: Iterable[str] = (), **parts: Any) -> str:
+    """sha256 of the parts as canonical JSON, with the versions of this tool and of the libraries that
+    shape every step (pipeline.versions.BASE) and of ``libraries`` (those the step declares)."""
+    blob = json.dumps({**parts, "libraries": library_versions(libraries), "pipeline": __version__}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def stage_fingerprint(stage_name: str, version: int, params: dict[str, Any], source_fingerprint: str,
+def stage_fingerprint(stage: Stage[Any], params: dict[str, Any], source_fingerprint: str,
                       task: str, model_options: dict[str, Any] | None = None) -> str:
-    """What shapes a stage's output: its code version and params, the source, the task, the libraries,
-    and the recipe's options on the model itself (:func:`model_options`)."""
-    return fingerprint(kind="stage", stage=stage_name, version=version, params=params, task=task,
-                       source=source_fingerprint, **(model_options or {}))
+    """What shapes a stage's output: its code version and params, the source, the task, the libraries it
+    declares, and the recipe's options on the model itself (:func:`model_options`)."""
+    return fingerprint(stage.libraries, kind="stage", stage=stage.name, version=stage.version, params=params,
+                       task=task, source=source_fingerprint, **(model_options or {}))
 
 
 def model_options(recipe: Recipe) -> dict[str, Any]:
@@ -206,8 +207,8 @@ def _build(recipe: Recipe, build_dir: Path, source: _Source, emit: Events, optio
     for name, params in recipe.target_params().items():
         stage = get_stage(name)
         stage_dir = paths.stage(name)
-        stage_fp = stage_fingerprint(name, stage.version, params.model_dump(mode="json"),
-                                     source.resolved.fingerprint, task, model_options(recipe))
+        stage_fp = stage_fingerprint(stage, params.model_dump(mode="json"), source.resolved.fingerprint, task,
+                                     model_options(recipe))
         t = time.perf_counter()
         record, why = _reuse_stage(stage_dir, stage_fp, options, name)
         if record is None:
@@ -230,8 +231,8 @@ def _build(recipe: Recipe, build_dir: Path, source: _Source, emit: Events, optio
             gate = stage.gate_for(artifact.name, task).merged(recipe.validation.gates.get(artifact.name))
             hashes = {f: record["outputs"][artifact.name]["files"][f]["sha256"] for f in artifact.files}
             numerics = artifact.metadata.get("numerics", {})  # an int8 graph: which arithmetic gates it
-            parity_fp = fingerprint(kind="parity", files=hashes, gate=gate.model_dump(), golden=golden_fp,
-                                    skips_padding=artifact.skips_padding, numerics=numerics or None)
+            parity_fp = fingerprint(stage.libraries, kind="parity", files=hashes, gate=gate.model_dump(),
+                                    golden=golden_fp, skips_padding=artifact.skips_padding, numerics=numerics or None)
             t = time.perf_counter()
             report = _reuse_parity(build_dir, artifact.name, parity_fp, options)
             if report is None:
@@ -272,7 +273,8 @@ def _build(recipe: Recipe, build_dir: Path, source: _Source, emit: Events, optio
     bench_report = None
     if not failures and recipe.bench.on_build:
         settings_ = recipe.bench.settings()
-        bench_fp = fingerprint(kind="bench", settings=asdict(settings_), source=source.resolved.fingerprint, cpu=on_cpu,
+        bench_fp = fingerprint({lib for a in passing for lib in get_stage(a.stage).libraries},
+                               kind="bench", settings=asdict(settings_), source=source.resolved.fingerprint, cpu=on_cpu,
                                artifacts={a.name: a.sha256 for a in passing})
         previous = _read_json(paths.bench_json)
         t = time.perf_counter()
@@ -285,7 +287,8 @@ def _build(recipe: Recipe, build_dir: Path, source: _Source, emit: Events, optio
             bench_report = bench_mod.run(build_dir, source.loaded, settings_, on_event=emit, fingerprint=bench_fp)
         timings["bench"] = time.perf_counter() - t
     if not failures:
-        package_fp = fingerprint(kind="package", recipe=recipe.digest(), source=source.resolved.provenance(),
+        package_fp = fingerprint({lib for a in passing for lib in get_stage(a.stage).libraries},
+                                 kind="package", recipe=recipe.digest(), source=source.resolved.provenance(),
                                  golden=golden_fp, parity=parity_fps,
                                  artifacts={a.name: a.sha256 for a in passing},
                                  bench=bench_report.get("fingerprint") if bench_report else None)
@@ -397,7 +400,7 @@ def _run_stage(stage: Stage[Any], name: str, params: StageParams, recipe: Recipe
                                  "metadata": a.metadata, "skips_padding": a.skips_padding, "optional": a.optional}
                         for a in artifacts},
             "timings": {"seconds": round(seconds, 3)},
-            "versions": library_versions(),
+            "versions": library_versions(stage.libraries),
         }
         write_json(workdir / STAGE_RECORD, record)
     return record

@@ -27,6 +27,7 @@ from pipeline.filehash import sha256_file
 from pipeline.layout import BENCH_JSON, BENCH_PNG, CARD, GOLDEN_INPUTS, GOLDEN_OUTPUTS, MANIFEST, PARITY
 from pipeline.loaded import ResolvedSource
 from pipeline.recipe import Recipe
+from pipeline.stages import get_stage
 from pipeline.versions import library_versions
 
 __all__ = ["BENCH_PNG", "CARD", "GOLDEN_INPUTS", "GOLDEN_OUTPUTS", "MANIFEST", "PARITY", "PackagedArtifact",
@@ -95,7 +96,7 @@ def write(target: Path, *, recipe: Recipe, source: ResolvedSource, task: str, ar
             },
             "recommended": bench["recommended"] if bench else None,
             "golden": {"inputs": GOLDEN_INPUTS, "outputs": GOLDEN_OUTPUTS},
-            "versions": library_versions(),
+            "versions": library_versions(lib for a in artifacts for lib in get_stage(a.stage).libraries),
             # parity numbers (and which int8 kernels ran) belong to the CPU that gated them
             "gated_on": cpu.numerics_record(),
         }

@@ -64,6 +64,12 @@ class Stage(Generic[P]):
     # optimum's exporter registry this target needs (TasksManager's name, and how messages name it), if any
     exporter: ClassVar[str | None] = None
     exporter_label: ClassVar[str] = ""
+    # distributions whose versions shape this target's output and runs, beyond those that shape every step
+    # (pipeline.versions.BASE): they enter its fingerprint and its parity's
+    libraries: ClassVar[tuple[str, ...]] = ()
+    # the model card's library_name when this target's files are packaged (the first target's that names one)
+    library_name: ClassVar[str | None] = None
+    card_tags: ClassVar[tuple[str, ...]] = ()  # model card tags its packaged files earn (its name is always one)
 
     def artifact_names(self, params: P) -> list[str]:
         """Names of the artifacts ``run`` will produce for these params (used to check gates)."""
@@ -106,10 +112,21 @@ class Stage(Generic[P]):
     def runner(self, stage_dir: Path, artifact: Artifact, threads: int | None = None) -> Runner:
         """A callable that runs ``artifact`` (found under ``stage_dir``) on numpy inputs.
 
-        ``threads`` fixes the runtime's intra-op thread count (torch runners use the process-wide
-        ``torch.set_num_threads`` instead, which the caller sets).
+        Every stage takes ``threads``: it fixes the runtime's intra-op thread count where the runtime
+        has a per-session setting (onnxruntime); torch runners ignore it and run with the process-wide
+        ``torch.set_num_threads`` the caller sets.
         """
         raise NotImplementedError
+
+    def usage(self, repo: str, task: str, artifacts: Mapping[str, Mapping[str, Any]],
+              recommended: str | None) -> list[str]:
+        """Markdown lines for the model card: how a consumer loads this target's packaged artifacts
+        (``artifacts``: their manifest entries, by name; ``repo``: the Hub id or the package's name)."""
+        return []
+
+    def card_section(self, artifacts: Mapping[str, Mapping[str, Any]]) -> list[str]:
+        """Markdown lines the model card adds after the parity table about this target's packaged files."""
+        return []
 
 
 _REGISTRY: dict[str, type[Stage[Any]]] = {}

@@ -143,6 +143,11 @@ class BetterTransformer(Stage[BetterTransformerParams]):
     version = 3  # 2: metadata names the token-level outputs; 3: same bytes in every process and checkout
     description = "encoder layers on PyTorch's fused nn.TransformerEncoder fastpath (nested tensors skip padding)"
     package_folder = "bettertransformer"
+    library_name = "pytorch"
+
+    def usage(self, repo: str, task: str, artifacts: Mapping[str, Mapping[str, Any]],
+              recommended: str | None) -> list[str]:
+        return [line for name, a in artifacts.items() for line in torch_common.jit_usage(name, repo, a["files"][0])]
 
     def check(self, params: BetterTransformerParams, config: Mapping[str, Any], task: str) -> None:
         model_type = str(config.get("model_type", "?"))

@@ -70,7 +70,7 @@ from pipeline.pooling import OUTPUT as POOLED_OUTPUT
 from pipeline.pooling import TOKEN_OUTPUT, pool
 from pipeline.stages import onnx_generation
 from pipeline.stages.base import Artifact, Gate, Runner, Stage, StageContext, StageParams, register_stage
-from pipeline.tasks import GENERATION, SEQ2SEQ, task_kind
+from pipeline.tasks import GENERATION, IMAGE, SEQ2SEQ, SYNONYMS, TEXT, task_kind
 
 ONNX_FILE = "model.onnx"
 Variant = Literal["fp32", "optimized", "int8", "fp16", "int8-arm64", "int8-avx2", "int8-avx512", "int8-avx512_vnni"]
@@ -109,6 +109,18 @@ LOSSY: frozenset[str] = frozenset({"fp16", *INT8})
 EXACT_INT8_SESSION = {"session.x64quantprecision": "1"}  # onnxruntime: U8U8 (exact) in place of U8S8 on x86
 ENCODER_FILE, MERGED_DECODER_FILE = "encoder_model.onnx", "decoder_model_merged.onnx"
 UNMERGED_DECODER_FILES = ("decoder_model.onnx", "decoder_with_past_model.onnx")
+# optimum's ORTModel class per task (model card usage; the tests load packages with them)
+ORT_CLASSES = {
+    "feature-extraction": "ORTModelForFeatureExtraction",
+    "sentence-similarity": "ORTModelForFeatureExtraction",  # optimum's synonym of feature-extraction
+    "text-classification": "ORTModelForSequenceClassification",
+    "token-classification": "ORTModelForTokenClassification",
+    "question-answering": "ORTModelForQuestionAnswering",
+    "fill-mask": "ORTModelForMaskedLM",
+    "text-generation": "ORTModelForCausalLM",
+    "text2text-generation": "ORTModelForSeq2SeqLM",
+    "image-classification": "ORTModelForImageClassification",
+}
 
 
 class OptimizationParams(StageParams):
@@ -180,6 +192,9 @@ class OnnxExport(Stage[OnnxParams]):
     description = "ONNX graphs exported by optimum-onnx, run with onnxruntime"
     package_folder = "onnx"  # where optimum's ORTModel (subfolder="onnx") and transformers.js look
     exporter, exporter_label = "onnx", "ONNX"
+    libraries = ("optimum", "optimum-onnx", "onnx", "onnxruntime")
+    library_name = "onnx"
+    card_tags = ("onnx", "optimum", "transformers.js")
 
     def register_exporter_configs(self) -> None:
         import optimum.exporters.onnx.model_configs  # noqa: F401  (registers the ONNX configs per model type)
@@ -316,6 +331,81 @@ class OnnxExport(Stage[OnnxParams]):
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         return built
+
+    def usage(self, repo: str, task: str, artifacts: Mapping[str, Mapping[str, Any]],
+              recommended: str | None) -> list[str]:
+        """optimum's ORTModel class for the task, onnxruntime alone, transformers.js (encoder tasks); optimum's
+        classes for generation and vision, which drive several steps or take pixels."""
+        out: list[str] = []
+        onnx = dict(artifacts)
+        folder = self.package_folder
+        kind = task_kind(task)
+        if onnx and kind != TEXT:  # generation drives several steps, vision takes pixels: optimum's classes do it
+            ort_class = ORT_CLASSES.get(task.removesuffix("-with-past"), "ORTModel")
+            if kind == IMAGE:
+                prep = ["from transformers import AutoImageProcessor", "",
+                        f'processor = AutoImageProcessor.from_pretrained("{repo}")',
+                        f'model = {ort_class}.from_pretrained("{repo}", subfolder="{folder}")',
+                        'logits = model(**processor(images=[image], return_tensors="pt")).logits']
+            else:
+                prep = ["from transformers import AutoTokenizer", "",
+                        f'tokenizer = AutoTokenizer.from_pretrained("{repo}")',
+                        f'model = {ort_class}.from_pretrained("{repo}", subfolder="{folder}")',
+                        'ids = model.generate(**tokenizer(["A man is eating food."], return_tensors="pt"), '
+                        "max_new_tokens=20, do_sample=False)",
+                        "print(tokenizer.batch_decode(ids, skip_special_tokens=True))"]
+            out += ["With optimum (`pip install optimum[onnxruntime]`):", "", "```python",
+                    f"from optimum.onnxruntime import {ort_class}", *prep, "```", ""]
+        elif onnx:
+            pick = recommended if recommended in onnx else next(iter(onnx))
+            file = onnx[pick]["metadata"]["file"]
+            ort_class = ORT_CLASSES.get(task, "ORTModel")
+            out += ["With optimum (`pip install optimum[onnxruntime]`):", "", "```python",
+                    f"from optimum.onnxruntime import {ort_class}", "from transformers import AutoTokenizer", "",
+                    f'tokenizer = AutoTokenizer.from_pretrained("{repo}")',
+                    f'model = {ort_class}.from_pretrained("{repo}", subfolder="{folder}", file_name="{file}")',
+                    'outputs = model(**tokenizer(["A man is eating food."], return_tensors="pt"))', "```", "",
+                    "With onnxruntime alone:", "", "```python", "import numpy as np, onnxruntime as ort",
+                    "from huggingface_hub import hf_hub_download", "from tokenizers import Tokenizer", "",
+                    f'session = ort.InferenceSession(hf_hub_download("{repo}", "{folder}/{file}"))',
+                    f'tokenizer = Tokenizer.from_file(hf_hub_download("{repo}", "tokenizer.json"))',
+                    'enc = tokenizer.encode("A man is eating food.")',
+                    "feed = {'input_ids': np.array([enc.ids]), 'attention_mask': np.array([enc.attention_mask]),",
+                    "        'token_type_ids': np.array([enc.type_ids])}",
+                    "names = {i.name for i in session.get_inputs()}",
+                    "outputs = session.run(None, {k: v for k, v in feed.items() if k in names})",
+                    *(["(embedding,) = session.run(['sentence_embedding'], "
+                       "{k: v for k, v in feed.items() if k in names})  # pooled (and normalized) in the graph"]
+                      if POOLED_OUTPUT in onnx[pick]["metadata"].get("outputs", []) else []), "```", "",
+                    "With transformers.js:", "", "```js", 'import { pipeline } from "@huggingface/transformers";',
+                    # transformers.js has no sentence-similarity pipeline: optimum's synonym is feature-extraction
+                    f'const pipe = await pipeline("{SYNONYMS.get(task, task)}", '
+                    f'"{repo}"' + (', { dtype: "q8" }' if artifact_name("int8") in onnx else "")
+                    + ");", 'const out = await pipe("A man is eating food.");', "```", ""]
+        return out
+
+    def card_section(self, artifacts: Mapping[str, Mapping[str, Any]]) -> list[str]:
+        """Which CPUs each int8 file suits and computes exactly."""
+        lines: list[str] = []
+        int8 = {art: entry for art, entry in artifacts.items() if "numerics" in entry.get("metadata", {})}
+        if int8:
+            lines += ["### int8 files and CPUs", "",
+                      "int8 numbers depend on the CPU's kernels: onnxruntime's U8S8 kernels (QInt8 weights) are exact "
+                      "on "
+                      "x86-64 with VNNI or AMX and on ARM64, and can saturate on x86-64 without VNNI; U8U8 (QUInt8 "
+                      "weights) and 7-bit weights are exact everywhere.", "",
+                      "| artifact | file | weights | meant for | exact on | gated with |",
+                      "| --- | --- | --- | --- | --- | --- |"]
+            for art, entry in int8.items():
+                meta = entry["metadata"]
+                n = meta["numerics"]
+                default_suits = "any CPU" if n["exact_on"] == "every CPU" else "VNNI/AMX or ARM64"
+                weights = n["weights"] + (" (7-bit)" if n.get("reduce_range") else "")
+                lines.append(f"| `{art}` | `{entry['folder']}/{meta['file']}` | {weights} | "
+                             f"{meta.get('suits', default_suits)} | "
+                             f"{n['exact_on']} | {n['gated_with']} |")
+            lines.append("")
+        return lines
 
     def runner(self, stage_dir: Path, artifact: Artifact, threads: int | None = None) -> Runner:
         meta = artifact.metadata

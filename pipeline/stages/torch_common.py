@@ -27,6 +27,13 @@ JIT_DEPRECATED = ("torch.jit is deprecated since torch 2.10 (trace, script, save
                   "this artifact still loads with torch.jit.load today, but prefer the torch_export target")
 
 
+def jit_usage(name: str, repo: str, file: str) -> list[str]:
+    """Model card lines: load a torch.jit archive of the package with torch alone."""
+    return [f"`{name}` with torch alone:", "", "```python", "import torch",
+            "from huggingface_hub import hf_hub_download", "",
+            f'module = torch.jit.load(hf_hub_download("{repo}", "{file}"))', "```", ""]
+
+
 def check_model(stage: str, config: Mapping[str, Any], task: str | None = None) -> None:
     """Refuse, in one line and before any heavy work, what one traced/exported forward cannot be.
 

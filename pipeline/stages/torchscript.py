@@ -35,6 +35,11 @@ class TorchScript(Stage[TorchScriptParams]):
     version = 2  # 2: the same bytes whatever the process compiled before
     description = "torch.jit.trace + freeze of the model, run with torch.jit.load"
     package_folder = "torchscript"
+    library_name = "pytorch"
+
+    def usage(self, repo: str, task: str, artifacts: Mapping[str, Mapping[str, Any]],
+              recommended: str | None) -> list[str]:
+        return [line for name, a in artifacts.items() for line in torch_common.jit_usage(name, repo, a["files"][0])]
 
     def check(self, params: TorchScriptParams, config: Mapping[str, Any], task: str) -> None:
         torch_common.check_model(self.name, config, task)
