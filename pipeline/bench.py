@@ -49,6 +49,39 @@ class Measurement:
     file_mb: float
 
 
+@dataclass(frozen=True)
+class Measured:
+    """One artifact to time: the stage that runs it, the folder its files are in, and their size."""
+
+    stage: str
+    stage_dir: Path
+    artifact: Artifact
+    file_mb: float
+
+
+def read_build(build_dir: Path) -> tuple[dict[str, bool], list[Measured]]:
+    """Every artifact's gate result (parity.json) and the passing artifacts (stage records) of a finished
+    build, for ``convert bench``; ``convert build`` hands :func:`run` what it already holds instead.
+
+    Raises:
+        PipelineError: ``build_dir`` has no parity.json.
+    """
+    paths = BuildDir(build_dir)
+    if not paths.parity.is_file():
+        raise PipelineError(f"{build_dir}: no parity.json: run `convert build` first")
+    gates = {name: report["passed"] for name, report in json.loads(paths.parity.read_text())["artifacts"].items()}
+    measured = []
+    for record_path in sorted(paths.stages.glob(f"*/{STAGE_RECORD}")):
+        record = json.loads(record_path.read_text())
+        for artifact_name, output in record["outputs"].items():
+            if gates.get(artifact_name):
+                artifact = Artifact(name=artifact_name, files=tuple(output["files"]), metadata=output["metadata"],
+                                    skips_padding=output.get("skips_padding", False))
+                measured.append(Measured(record["stage"], record_path.parent, artifact,
+                                         sum(f["size"] for f in output["files"].values()) / 1e6))
+    return gates, measured
+
+
 def encoder_flops(config: Any, batch: int, seq: int) -> float:
     """Forward FLOPs of a BERT-style encoder stack at ``batch`` x ``seq`` (2 per multiply-add):
     per layer and token, Q/K/V/output projections 4·h², feed-forward 2·h·i, attention scores and
@@ -141,9 +174,11 @@ def check_task(model_type: str, task: str) -> None:
 
 
 def run(build_dir: Path, source: LoadedSource, settings: BenchSettings,
-        on_event: Callable[[str, str], None] | None = None, fingerprint: str | None = None) -> dict[str, Any]:
+        on_event: Callable[[str, str], None] | None = None, fingerprint: str | None = None,
+        held: tuple[dict[str, bool], list[Measured]] | None = None) -> dict[str, Any]:
     """Measure eager PyTorch (SDPA and plain attention) and every artifact of ``build_dir`` that
-    passed its gate; write ``bench.json`` and ``bench.png`` there and return the results.
+    passed its gate; write ``bench.json`` and ``bench.png`` there and return the results. ``held``: every
+    artifact's gate result and the passing artifacts, when the caller has them (else read from ``build_dir``).
 
     Raises:
         PipelineError: ``build_dir`` has no completed build (no parity.json or stage records).
@@ -153,11 +188,10 @@ def run(build_dir: Path, source: LoadedSource, settings: BenchSettings,
 
     emit = on_event or (lambda step, message: None)
     check_task(source.model_type, source.task)
-    parity_path = BuildDir(build_dir).parity
-    if not parity_path.is_file():
-        raise PipelineError(f"{build_dir}: no parity.json: run `convert build` first")
-    parity = json.loads(parity_path.read_text())
-    passed = {name for name, report in parity["artifacts"].items() if report["passed"]}
+    gates, held_artifacts = held if held is not None else read_build(build_dir)
+    passed = {name for name, ok in gates.items() if ok}
+    # stage by stage (by name), artifacts by name: the order a build's records list them in
+    to_time = sorted(held_artifacts, key=lambda m: (m.stage, m.artifact.name))
     torch.set_num_threads(settings.threads)
     batches = bench_inputs(source.tokenizer, settings)
 
@@ -175,19 +209,14 @@ def run(build_dir: Path, source: LoadedSource, settings: BenchSettings,
         emit("bench", f"{name} ({settings.runs} runs x {len(batches)} shapes, {settings.threads} threads)")
         results += measure(name, lambda attention=attention: _eager_runner(source, attention), batches, settings,
                            flops, weights_mb)
-    for record_path in sorted(BuildDir(build_dir).stages.glob(f"*/{STAGE_RECORD}")):
-        record = json.loads(record_path.read_text())
-        stage = get_stage(record["stage"])
+    for m in to_time:
+        if m.artifact.name not in passed:
+            continue
+        stage = get_stage(m.stage)
         libraries.update(stage.libraries)
-        for artifact_name, output in record["outputs"].items():
-            if artifact_name not in passed:
-                continue
-            artifact = Artifact(name=artifact_name, files=tuple(output["files"]), metadata=output["metadata"],
-                                skips_padding=output.get("skips_padding", False))
-            size = sum(f["size"] for f in output["files"].values()) / 1e6
-            emit("bench", artifact_name)
-            results += measure(artifact_name, lambda s=stage, a=artifact, d=record_path.parent:
-                               _runner(s, d, a, settings.threads), batches, settings, flops, size)
+        emit("bench", m.artifact.name)
+        results += measure(m.artifact.name, lambda s=stage, m=m: _runner(s, m.stage_dir, m.artifact, settings.threads),
+                           batches, settings, flops, m.file_mb)
     primary = settings.shapes[0]
     eager = {tuple(m.shape): m.p50_ms for m in results if m.artifact == EAGER}
     report = {
@@ -196,7 +225,7 @@ def run(build_dir: Path, source: LoadedSource, settings: BenchSettings,
         "recommended": recommend(results, passed, primary),
         "results": [{**asdict(m), "speedup_vs_eager": round(eager[tuple(m.shape)] / m.p50_ms, 3)}
                     for m in results],
-        "gates": {name: report["passed"] for name, report in parity["artifacts"].items()},
+        "gates": gates,
         "versions": library_versions(libraries),
         "cpu": cpu.current(),  # speed figures hold for this CPU only
         "fingerprint": fingerprint,  # what was measured (artifacts, settings), for reuse by the build

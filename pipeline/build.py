@@ -17,26 +17,26 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import functools
-import hashlib
-import json
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline import __version__, cpu, package, parity, settings
 from pipeline import bench as bench_mod
+from pipeline import cpu, package, parity, settings
 from pipeline import source as source_mod
+from pipeline.artifact import Outputs
 from pipeline.atomic import atomic_dir, write_json
 from pipeline.bench_settings import BenchSettings
 from pipeline.errors import ParityError, PipelineError, StageError
 from pipeline.filehash import sha256_file
-from pipeline.layout import GOLDEN_RECORD, STAGE_RECORD, BuildDir
+from pipeline.layout import GOLDEN_INPUTS, GOLDEN_OUTPUTS, GOLDEN_RECORD, STAGE_RECORD, BuildDir
 from pipeline.loaded import LoadedSource, ResolvedSource
 from pipeline.recipe import Recipe
 from pipeline.stages import Artifact, Stage, StageContext, StageParams, get_stage
+from pipeline.steps import Reasons, Records, Step
 from pipeline.versions import library_versions
 
 Events = Callable[[str, str], None]  # (step, message)
@@ -74,19 +74,13 @@ class BuildResult:
         return data
 
 
-def fingerprint(libraries: Iterable[str] = (), **parts: Any) -> str:
-    """sha256 of the parts as canonical JSON, with the versions of this tool and of the libraries that
-    shape every step (pipeline.versions.BASE) and of ``libraries`` (those the step declares)."""
-    blob = json.dumps({**parts, "libraries": library_versions(libraries), "pipeline": __version__}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()
-
-
-def stage_fingerprint(stage: Stage[Any], params: dict[str, Any], source_fingerprint: str,
-                      task: str, model_options: dict[str, Any] | None = None) -> str:
-    """What shapes a stage's output: its code version and params, the source, the task, the libraries it
-    declares, and the recipe's options on the model itself (:func:`model_options`)."""
-    return fingerprint(stage.libraries, kind="stage", stage=stage.name, version=stage.version, params=params,
-                       task=task, source=source_fingerprint, **(model_options or {}))
+def stage_step(stage: Stage[Any], params: dict[str, Any], source_fingerprint: str, task: str,
+               model_options: dict[str, Any] | None = None) -> Step:
+    """What shapes a stage's output: its code version and params, the task, the recipe's options on the
+    model itself (:func:`model_options`), the source, and the libraries it declares."""
+    return Step("stage", version=stage.version, params={"stage": stage.name, "params": params, "task": task,
+                                                          **(model_options or {})},
+                inputs={"source": source_fingerprint}, libraries=stage.libraries)
 
 
 def model_options(recipe: Recipe) -> dict[str, Any]:
@@ -108,14 +102,15 @@ class _Source:
 
     def __init__(self, recipe: Recipe, resolved: ResolvedSource, emit: Events) -> None:
         self.recipe, self.resolved, self.emit = recipe, resolved, emit
-        self.config = source_mod.check(recipe, resolved)
+        self.checked = source_mod.check(recipe, resolved)  # once per build: config.json and the pooling
+        self.config = self.checked.config
         self.seconds = 0.0
 
     @functools.cached_property
     def loaded(self) -> LoadedSource:
         self.emit("source", f"loading {self.resolved.folder.name} for {self.recipe.task}")
         t = time.perf_counter()
-        loaded = source_mod.load(self.recipe, self.resolved)
+        loaded = source_mod.load(self.recipe, self.resolved, self.checked)
         threads = settings.threads()
         if threads:
             import torch
@@ -177,25 +172,26 @@ def _build(recipe: Recipe, build_dir: Path, source: _Source, emit: Events, optio
     reused: list[str] = []
     task = recipe.task
     paths = BuildDir(build_dir)
+    records = Records(emit)
 
     t = time.perf_counter()
     # eager outputs, parity figures and timings belong to the CPU that computed them (stage outputs do not)
     on_cpu = cpu.numerics_record()
-    golden_fp = fingerprint(kind="golden", source=source.resolved.fingerprint, task=task, cpu=on_cpu,
-                            texts=recipe.validation.texts, shapes=recipe.validation.shapes,
-                            seed=recipe.validation.seed, **model_options(recipe))
-    batches, reference, why = _reuse_golden(build_dir, golden_fp, options)
+    golden_fp = Step("golden", params={"task": task, "cpu": on_cpu, "texts": recipe.validation.texts,
+                                       "shapes": recipe.validation.shapes, "seed": recipe.validation.seed,
+                                       **model_options(recipe)},
+                     inputs={"source": source.resolved.fingerprint}).key()
+    batches, reference, why = _reuse_golden(paths, records, golden_fp, options)
     if batches is None:
         emit("golden", f"computing eager outputs on golden inputs ({why})")
         batches, reference = parity.golden(source.loaded, recipe.validation.texts, recipe.validation.shapes,
                                            seed=recipe.validation.seed)
         with atomic_dir(paths.golden) as tmp:
-            parity.save_golden(tmp / package.GOLDEN_INPUTS, tmp / package.GOLDEN_OUTPUTS, batches, reference)
+            parity.save_golden(tmp / GOLDEN_INPUTS, tmp / GOLDEN_OUTPUTS, batches, reference)
             write_json(tmp / GOLDEN_RECORD, {"fingerprint": golden_fp, "batches": [b.name for b in batches]})
     else:
         emit("golden", "reused")
         reused.append("golden")
-    assert reference is not None
     golden = paths.golden_files
     timings["golden"] = time.perf_counter() - t
 
@@ -203,14 +199,17 @@ def _build(recipe: Recipe, build_dir: Path, source: _Source, emit: Events, optio
     reports: dict[str, parity.ArtifactParity] = {}
     parity_fps: dict[str, str] = {}
     passing: list[package.PackagedArtifact] = []
+    measured: list[bench_mod.Measured] = []
     notes: list[str] = []
     for name, params in recipe.target_params().items():
         stage = get_stage(name)
         stage_dir = paths.stage(name)
-        stage_fp = stage_fingerprint(stage, params.model_dump(mode="json"), source.resolved.fingerprint, task,
-                                     model_options(recipe))
+        stage_fp = stage_step(stage, params.model_dump(mode="json"), source.resolved.fingerprint, task,
+                              model_options(recipe)).key()
         t = time.perf_counter()
-        record, why = _reuse_stage(stage_dir, stage_fp, options, name)
+        record, why = records.reuse(stage_dir / STAGE_RECORD, stage_fp, reasons=STAGE_REASONS,
+                                    forced=options.force or name in options.force_stages,
+                                    check=lambda record, stage_dir=stage_dir: _changed_output(stage_dir, record))
         if record is None:
             emit(name, f"building: {why}")
             record = _run_stage(stage, name, params, recipe, source, stage_dir, stage_fp)
@@ -229,21 +228,23 @@ def _build(recipe: Recipe, build_dir: Path, source: _Source, emit: Events, optio
 
         for artifact in artifacts:
             gate = stage.gate_for(artifact.name, task).merged(recipe.validation.gates.get(artifact.name))
-            hashes = {f: record["outputs"][artifact.name]["files"][f]["sha256"] for f in artifact.files}
+            files = record["outputs"][artifact.name]["files"]
+            hashes = {f: files[f]["sha256"] for f in artifact.files}
             numerics = artifact.metadata.get("numerics", {})  # an int8 graph: which arithmetic gates it
-            parity_fp = fingerprint(stage.libraries, kind="parity", files=hashes, gate=gate.model_dump(),
-                                    golden=golden_fp, skips_padding=artifact.skips_padding, numerics=numerics or None)
+            parity_fp = Step("parity", params={"gate": gate.model_dump(), "skips_padding": artifact.skips_padding,
+                                               "numerics": numerics or None},
+                             inputs={"files": hashes, "golden": golden_fp}, libraries=stage.libraries).key()
             t = time.perf_counter()
-            report = _reuse_parity(build_dir, artifact.name, parity_fp, options)
-            if report is None:
+            previous, _ = records.reuse(paths.parity_record(artifact.name), parity_fp, forced=options.force)
+            if previous is None:
                 emit(artifact.name, "checking parity against eager")
                 report = parity.check_artifact(artifact.name, stage.runner(stage_dir, artifact), batches,
                                                reference, gate, skips_padding=artifact.skips_padding,
                                                token_outputs=artifact.metadata.get("token_outputs"),
                                                numerics=numerics.get("gated_with"))
-                write_json(paths.parity_record(artifact.name),
-                           {"fingerprint": parity_fp, "report": report.to_json()})
+                write_json(paths.parity_record(artifact.name), {"fingerprint": parity_fp, "report": report.to_json()})
             else:
+                report = parity.ArtifactParity.from_json(previous["report"])
                 reused.append(f"parity:{artifact.name}")
             timings[f"parity:{artifact.name}"] = time.perf_counter() - t
             reports[artifact.name] = report
@@ -254,6 +255,8 @@ def _build(recipe: Recipe, build_dir: Path, source: _Source, emit: Events, optio
                     name=artifact.name, stage=name, folder=stage.package_folder or name, stage_dir=stage_dir,
                     files=artifact.files, sha256=hashes, metadata=artifact.metadata,
                     skips_padding=artifact.skips_padding))
+                measured.append(bench_mod.Measured(stage=name, stage_dir=stage_dir, artifact=artifact,
+                                                   file_mb=sum(files[f]["size"] for f in artifact.files) / 1e6))
 
     parity_json = {
         "golden": [{"batch": b.name, "shape": list(b.shape), "padded_tokens": b.padded_tokens} for b in batches],
@@ -271,29 +274,34 @@ def _build(recipe: Recipe, build_dir: Path, source: _Source, emit: Events, optio
     warnings = notes + warnings
     package_dir = None
     bench_report = None
+    libraries = {lib for a in passing for lib in get_stage(a.stage).libraries}
     if not failures and recipe.bench.on_build:
         settings_ = recipe.bench.settings()
-        bench_fp = fingerprint({lib for a in passing for lib in get_stage(a.stage).libraries},
-                               kind="bench", settings=asdict(settings_), source=source.resolved.fingerprint, cpu=on_cpu,
-                               artifacts={a.name: a.sha256 for a in passing})
-        previous = _read_json(paths.bench_json)
+        bench_fp = Step("bench", params={"settings": asdict(settings_), "cpu": on_cpu},
+                        inputs={"source": source.resolved.fingerprint,
+                                "artifacts": {a.name: a.sha256 for a in passing}}, libraries=libraries).key()
         t = time.perf_counter()
-        if (not options.force and previous is not None and previous.get("fingerprint") == bench_fp
-                and paths.bench_png.is_file()):
+        previous, _ = records.reuse(paths.bench_json, bench_fp, forced=options.force,
+                                    check=lambda _: None if paths.bench_png.is_file() else "no chart")
+        if previous is not None:
             emit("bench", "reused (same artifacts and settings)")
             reused.append("bench")
             bench_report = previous
         else:
-            bench_report = bench_mod.run(build_dir, source.loaded, settings_, on_event=emit, fingerprint=bench_fp)
+            gates = {name: report.passed for name, report in reports.items()}
+            bench_report = bench_mod.run(build_dir, source.loaded, settings_, on_event=emit, fingerprint=bench_fp,
+                                         held=(gates, measured))
         timings["bench"] = time.perf_counter() - t
     if not failures:
-        package_fp = fingerprint({lib for a in passing for lib in get_stage(a.stage).libraries},
-                                 kind="package", recipe=recipe.digest(), source=source.resolved.provenance(),
-                                 golden=golden_fp, parity=parity_fps,
-                                 artifacts={a.name: a.sha256 for a in passing},
-                                 bench=bench_report.get("fingerprint") if bench_report else None)
+        package_fp = Step("package", params={"recipe": recipe.digest()},
+                          inputs={"source": source.resolved.provenance(), "golden": golden_fp, "parity": parity_fps,
+                                  "artifacts": {a.name: a.sha256 for a in passing},
+                                  "bench": bench_report.get("fingerprint") if bench_report else None},
+                          libraries=libraries).key()
         t = time.perf_counter()
-        if _package_is_current(build_dir, package_fp, options):
+        previous, _ = records.reuse(paths.package_record, package_fp, forced=options.force,
+                                    check=lambda _: _package_changed(paths, records))
+        if previous is not None:
             emit("package", "reused")
             reused.append("package")
         else:
@@ -317,64 +325,42 @@ def _build(recipe: Recipe, build_dir: Path, source: _Source, emit: Events, optio
     return result
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    """A record, or None where it is missing or unreadable (a damaged record is a cache miss)."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
+GOLDEN_REASONS = Reasons(forced="--force", missing="none yet", changed="source, texts, shapes or libraries changed",
+                         damaged="previous golden record unreadable")
+STAGE_REASONS = Reasons(changed="params, source, task or libraries changed")
 
 
-def _reuse_golden(build_dir: Path, golden_fp: str, options: Options) -> tuple[Any, Any, str]:
-    paths = BuildDir(build_dir)
-    record = _read_json(paths.golden_record)
-    if options.force:
-        return None, None, "--force"
+def _reuse_golden(paths: BuildDir, records: Records, golden_fp: str,
+                  options: Options) -> tuple[list[parity.GoldenBatch] | None, list[Outputs] | None, str]:
+    record, why = records.reuse(paths.golden_record, golden_fp, forced=options.force, reasons=GOLDEN_REASONS)
     if record is None:
-        return None, None, "none yet"
-    if record.get("fingerprint") != golden_fp:
-        return None, None, "source, texts, shapes or libraries changed"
+        return None, None, why
     try:
         inputs = parity.load_golden(paths.golden_files[0])
         outputs = parity.load_golden(paths.golden_files[1])
         batches = [parity.GoldenBatch(name, inputs[name]) for name in record["batches"]]
         return batches, [outputs[name] for name in record["batches"]], ""
-    except (OSError, KeyError, ValueError):
+    except (OSError, KeyError, ValueError, TypeError):
         return None, None, "previous golden files unreadable"
 
 
-def _reuse_stage(stage_dir: Path, stage_fp: str, options: Options, name: str) -> tuple[dict[str, Any] | None, str]:
-    """The stage's record if its output can be reused, else None and why it must be built."""
-    if options.force or name in options.force_stages:
-        return None, "forced"
-    record = _read_json(stage_dir / STAGE_RECORD)
-    if record is None:
-        return None, "no finished output yet"
-    if record.get("fingerprint") != stage_fp:
-        return None, "params, source, task or libraries changed"
-    for output in record.get("outputs", {}).values():
+def _changed_output(stage_dir: Path, record: dict[str, Any]) -> str | None:
+    """Why a stage's recorded outputs cannot be trusted (a file missing or changed), or None."""
+    for output in record["outputs"].values():
         for file, entry in output["files"].items():
             path = stage_dir / file
             if not path.is_file() or sha256_file(path) != entry["sha256"]:
-                return None, f"{file} changed on disk since it was built"
-    return record, ""
+                return f"{file} changed on disk since it was built"
+    return None
 
 
-def _reuse_parity(build_dir: Path, artifact: str, parity_fp: str, options: Options) -> parity.ArtifactParity | None:
-    record = _read_json(BuildDir(build_dir).parity_record(artifact))
-    if options.force or record is None or record.get("fingerprint") != parity_fp:
-        return None
-    return parity.ArtifactParity.from_json(record["report"])
-
-
-def _package_is_current(build_dir: Path, package_fp: str, options: Options) -> bool:
-    paths = BuildDir(build_dir)
-    record = _read_json(paths.package_record)
-    manifest = _read_json(paths.package / package.MANIFEST)
-    if options.force or record is None or manifest is None or record.get("fingerprint") != package_fp:
-        return False
-    return package.file_table(paths.package) == package.all_files(manifest)
+def _package_changed(paths: BuildDir, records: Records) -> str | None:
+    """Why the package folder is not the one its manifest describes, or None."""
+    manifest, _ = records.read(paths.package / package.MANIFEST) if (paths.package / package.MANIFEST).is_file() \
+        else (None, False)
+    if manifest is None:
+        return "no package yet"
+    return None if package.file_table(paths.package) == package.all_files(manifest) else "package files changed"
 
 
 def _run_stage(stage: Stage[Any], name: str, params: StageParams, recipe: Recipe, source: _Source, stage_dir: Path,

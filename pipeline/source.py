@@ -10,17 +10,19 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pipeline.errors import SourceError
 from pipeline.filehash import sha256_file
 from pipeline.loaded import LoadedSource, ResolvedSource
+from pipeline.pooling import Pooling
 from pipeline.pooling import resolve as resolve_pooling
 from pipeline.recipe import Recipe, check_task
 from pipeline.tasks import IMAGE, task_kind
 
-__all__ = ["LoadedSource", "ResolvedSource", "sha256_file", "resolve", "check", "load"]
+__all__ = ["CheckedSource", "LoadedSource", "ResolvedSource", "sha256_file", "resolve", "check", "load"]
 
 SAFETENSORS = ("model.safetensors", "model.safetensors.index.json")
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
@@ -94,8 +96,16 @@ def _download(recipe: Recipe, repo_id: str, revision: str) -> Path:
                           hint="check the network, HF_ENDPOINT and HF_TOKEN") from None
 
 
-def check(recipe: Recipe, resolved: ResolvedSource) -> dict[str, Any]:
-    """Refuse unsafe or unusable checkpoints before anything is loaded; returns config.json.
+@dataclass(frozen=True)
+class CheckedSource:
+    """What :func:`check` read: config.json and the recipe's sentence_embedding resolved against the checkpoint."""
+
+    config: dict[str, Any]
+    pooling: Pooling | None
+
+
+def check(recipe: Recipe, resolved: ResolvedSource) -> CheckedSource:
+    """Refuse unsafe or unusable checkpoints before anything is loaded; returns config.json and the pooling.
 
     Reads files only (no torch, transformers or optimum), so every build runs it, even one that
     reuses all its outputs; the task is checked against optimum's registry by :func:`load`.
@@ -139,8 +149,7 @@ def check(recipe: Recipe, resolved: ResolvedSource) -> dict[str, Any]:
                 ("source", "max_memory_mb"), f"the weights are {weight_bytes / 2**20:.0f} MB; a build needs "
                 f"about {needed:.0f} MB (3x the weights + 600 MB), over the budget of {src.max_memory_mb} MB")))
     # a sentence_embedding the checkpoint cannot back fails before loading
-    resolve_pooling(recipe.sentence_embedding, folder, recipe.problem)
-    return config
+    return CheckedSource(config, resolve_pooling(recipe.sentence_embedding, folder, recipe.problem))
 
 
 def _safetensors_files(folder: Path) -> list[Path]:
@@ -187,8 +196,9 @@ def safetensors_size(recipe: Recipe, loc: tuple[str, ...], path: Path) -> int:
     return end
 
 
-def load(recipe: Recipe, resolved: ResolvedSource) -> LoadedSource:
-    """Check, then load the model for the recipe's task and its tokenizer, in eval mode.
+def load(recipe: Recipe, resolved: ResolvedSource, checked: CheckedSource | None = None) -> LoadedSource:
+    """Check (unless ``checked`` is what :func:`check` gave for this source), then load the model for the
+    recipe's task and its tokenizer, in eval mode.
 
     Raises:
         SourceError: see :func:`check`; also a missing tokenizer or weights that do not match the
@@ -196,7 +206,8 @@ def load(recipe: Recipe, resolved: ResolvedSource) -> LoadedSource:
         RecipeError: the task is not one optimum knows.
         UnsupportedModelError: the task is not exportable for this model type.
     """
-    config_json = check(recipe, resolved)
+    checked = checked or check(recipe, resolved)
+    config_json = checked.config
     check_task(recipe, model_type=config_json["model_type"])
     import torch  # noqa: F401  (imported before transformers so its import cost shows where it belongs)
     from optimum.exporters.tasks import TasksManager
@@ -246,7 +257,7 @@ def load(recipe: Recipe, resolved: ResolvedSource) -> LoadedSource:
                         model_type=model_type, processor=processor,
                         load_info={"class": type(model).__name__,
                                    "unexpected_keys": sorted(info.get("unexpected_keys", []))},
-                        pooling=resolve_pooling(recipe.sentence_embedding, resolved.folder, recipe.problem))
+                        pooling=checked.pooling)
 
 
 def _image_processor(recipe: Recipe, loc: tuple[str, ...], folder: Path) -> Any:

@@ -141,3 +141,22 @@ def test_a_second_build_of_the_same_recipe_waits_for_the_first(first_build: tupl
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 0, stderr
     assert "waiting for the build running in" in stderr
+
+
+def test_a_damaged_record_is_a_miss_reported_once(first_build: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    from pipeline.steps import Records, Step
+
+    recipe, out, _ = first_build
+    (out / "tiny" / "stages" / "onnx" / "stage.json").write_text("{half a record", encoding="utf-8")
+    data = _build(recipe, out)
+    stage = next(s for s in data["stages"] if s["stage"] == "onnx")
+    assert stage["status"] == "built" and stage["reason"] == "its record is damaged"
+    assert "golden" in data["reused"]
+    said: list[tuple[str, str]] = []
+    records = Records(lambda step, message: said.append((step, message)))
+    damaged = tmp_path / "r.json"
+    damaged.write_text("[1, 2]", encoding="utf-8")
+    key = Step("golden").key()
+    assert records.reuse(damaged, key) == (None, "its record is damaged")
+    assert records.reuse(damaged, key) == (None, "its record is damaged")
+    assert len(said) == 1 and "damaged record" in said[0][1]  # reported once per build
