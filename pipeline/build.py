@@ -31,7 +31,7 @@ from pipeline.artifact import Outputs
 from pipeline.atomic import atomic_dir, write_json
 from pipeline.bench_settings import BenchSettings
 from pipeline.errors import ParityError, PipelineError, StageError
-from pipeline.filehash import sha256_file
+from pipeline.filehash import StatCache, sha256_file
 from pipeline.layout import GOLDEN_INPUTS, GOLDEN_OUTPUTS, GOLDEN_RECORD, STAGE_RECORD, BuildDir
 from pipeline.loaded import LoadedSource, ResolvedSource
 from pipeline.recipe import Recipe
@@ -156,18 +156,23 @@ def build(recipe: Recipe, out: Path, *, on_event: Events | None = None, options:
     emit = on_event or (lambda step, message: None)
     started = time.perf_counter()
     emit("source", f"resolving {recipe.source.describe()}")
-    source = _Source(recipe, source_mod.resolve(recipe), emit)  # read-only: a bad source writes nothing
+    build_dir = out / recipe.name
+    stat_cache = StatCache(BuildDir(build_dir).state)  # an unchanged file (by its stat) is not read again
+    # read-only: a bad source writes nothing
+    source = _Source(recipe, source_mod.resolve(recipe, stat_cache.sha256), emit)
     for name, params in recipe.target_params().items():  # a model a target cannot build: before any loading
         get_stage(name).check(params, source.config, recipe.task)
     if recipe.bench.on_build:  # a benchmark the build would fail at after all its work: refuse it now
         bench_mod.check_task(source.config.get("model_type", "?"), recipe.task)
-    build_dir = out / recipe.name
     with build_lock(build_dir, emit):
-        return _build(recipe, build_dir, source, emit, options or Options(), started)
+        try:
+            return _build(recipe, build_dir, source, emit, options or Options(), started, stat_cache)
+        finally:
+            stat_cache.save()
 
 
 def _build(recipe: Recipe, build_dir: Path, source: _Source, emit: Events, options: Options,
-           started: float) -> BuildResult:
+           started: float, stat_cache: StatCache) -> BuildResult:
     timings: dict[str, float] = {}
     reused: list[str] = []
     task = recipe.task
@@ -209,7 +214,7 @@ def _build(recipe: Recipe, build_dir: Path, source: _Source, emit: Events, optio
         t = time.perf_counter()
         record, why = records.reuse(stage_dir / STAGE_RECORD, stage_fp, reasons=STAGE_REASONS,
                                     forced=options.force or name in options.force_stages,
-                                    check=lambda record, stage_dir=stage_dir: _changed_output(stage_dir, record))
+                                    check=functools.partial(_changed_output, stage_dir, stat_cache=stat_cache))
         if record is None:
             emit(name, f"building: {why}")
             record = _run_stage(stage, name, params, recipe, source, stage_dir, stage_fp)
@@ -300,7 +305,7 @@ def _build(recipe: Recipe, build_dir: Path, source: _Source, emit: Events, optio
                           libraries=libraries).key()
         t = time.perf_counter()
         previous, _ = records.reuse(paths.package_record, package_fp, forced=options.force,
-                                    check=lambda _: _package_changed(paths, records))
+                                    check=lambda _: _package_changed(paths, records, stat_cache))
         if previous is not None:
             emit("package", "reused")
             reused.append("package")
@@ -344,23 +349,24 @@ def _reuse_golden(paths: BuildDir, records: Records, golden_fp: str,
         return None, None, "previous golden files unreadable"
 
 
-def _changed_output(stage_dir: Path, record: dict[str, Any]) -> str | None:
+def _changed_output(stage_dir: Path, record: dict[str, Any], stat_cache: StatCache) -> str | None:
     """Why a stage's recorded outputs cannot be trusted (a file missing or changed), or None."""
     for output in record["outputs"].values():
         for file, entry in output["files"].items():
             path = stage_dir / file
-            if not path.is_file() or sha256_file(path) != entry["sha256"]:
+            if not path.is_file() or stat_cache.sha256(path) != entry["sha256"]:
                 return f"{file} changed on disk since it was built"
     return None
 
 
-def _package_changed(paths: BuildDir, records: Records) -> str | None:
+def _package_changed(paths: BuildDir, records: Records, stat_cache: StatCache) -> str | None:
     """Why the package folder is not the one its manifest describes, or None."""
     manifest, _ = records.read(paths.package / package.MANIFEST) if (paths.package / package.MANIFEST).is_file() \
         else (None, False)
     if manifest is None:
         return "no package yet"
-    return None if package.file_table(paths.package) == package.all_files(manifest) else "package files changed"
+    table = package.file_table(paths.package, sha256=stat_cache.sha256)
+    return None if table == package.all_files(manifest) else "package files changed"
 
 
 def _run_stage(stage: Stage[Any], name: str, params: StageParams, recipe: Recipe, source: _Source, stage_dir: Path,

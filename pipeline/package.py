@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -131,15 +132,17 @@ def all_files(manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {**manifest.get("files", {}), **(manifest.get("timing") or {}).get("files", {})}
 
 
-def file_table(folder: Path, known: dict[str, str] | None = None) -> dict[str, dict[str, Any]]:
+def file_table(folder: Path, known: dict[str, str] | None = None,
+               sha256: Callable[[Path], str] = sha256_file) -> dict[str, dict[str, Any]]:
     """sha256 and size of every file below ``folder`` except the manifest itself.
 
-    ``known`` holds hashes computed moments ago for files linked in from a stage folder.
+    ``known`` holds hashes computed moments ago for files linked in from a stage folder; ``sha256``
+    hashes the others (a :class:`pipeline.filehash.StatCache` reads an unchanged file once).
     """
     known = known or {}
     table = {}
     for p in sorted(folder.rglob("*")):
         rel = p.relative_to(folder).as_posix()
         if p.is_file() and rel != MANIFEST:
-            table[rel] = {"sha256": known.get(rel) or sha256_file(p), "size": p.stat().st_size}
+            table[rel] = {"sha256": known.get(rel) or sha256(p), "size": p.stat().st_size}
     return table

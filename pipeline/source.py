@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,13 +31,14 @@ PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "tokenizer*", "*.md"]
 
 
-def _hash_folder(folder: Path) -> dict[str, str]:
-    return {p.relative_to(folder).as_posix(): sha256_file(p)
+def _hash_folder(folder: Path, sha256: Callable[[Path], str] = sha256_file) -> dict[str, str]:
+    return {p.relative_to(folder).as_posix(): sha256(p)
             for p in sorted(folder.rglob("*")) if p.is_file() and ".cache" not in p.parts}
 
 
-def resolve(recipe: Recipe) -> ResolvedSource:
-    """Find the checkpoint folder (downloading a Hub source into the cache) and hash it.
+def resolve(recipe: Recipe, sha256: Callable[[Path], str] = sha256_file) -> ResolvedSource:
+    """Find the checkpoint folder (downloading a Hub source into the cache) and hash it (with ``sha256``:
+    a :class:`pipeline.filehash.StatCache` reads an unchanged file once).
 
     Raises:
         SourceError: the folder or package is missing, or the Hub download failed.
@@ -62,7 +64,7 @@ def resolve(recipe: Recipe) -> ResolvedSource:
         assert src.model is not None and src.revision is not None  # guaranteed by the schema
         folder = _download(recipe, src.model, src.revision)
         kind, ident, revision = "hub", src.model, folder.name
-    return ResolvedSource(kind=kind, folder=folder, id=ident, revision=revision, files=_hash_folder(folder))
+    return ResolvedSource(kind=kind, folder=folder, id=ident, revision=revision, files=_hash_folder(folder, sha256))
 
 
 def _package_version(module: str) -> str | None:
