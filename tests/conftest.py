@@ -76,6 +76,18 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubServer]:
         yield server
 
 
+@pytest.hookimpl(trylast=True)  # after -k/-m deselection
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The completeness test runs last, over what every other test recorded; it knows whether every
+    test module was collected (a partial run cannot prove completeness)."""
+    from tests import coverage
+
+    last = [item for item in items if item.path.name == "test_completeness.py"]
+    items[:] = [item for item in items if item not in last] + last
+    every_module = {p.name for p in (REPO / "tests").glob("test_*.py")}
+    coverage.WHOLE_SUITE = {item.path.name for item in items} == every_module
+
+
 def pytest_sessionstart(session: pytest.Session) -> None:
     """Rows saved by an earlier run are forgotten first: only this run's can be saved."""
     from tests import coverage

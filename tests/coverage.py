@@ -47,6 +47,7 @@ class Row:
 
 
 _ROWS: dict[tuple[str, str, str], Row] = {}
+WHOLE_SUITE = False  # set at collection: every test module runs (tests/test_completeness.py needs it)
 _LOCK = threading.Lock()
 
 

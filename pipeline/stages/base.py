@@ -70,6 +70,9 @@ class Stage(Generic[P]):
     # the model card's library_name when this target's files are packaged (the first target's that names one)
     library_name: ClassVar[str | None] = None
     card_tags: ClassVar[tuple[str, ...]] = ()  # model card tags its packaged files earn (its name is always one)
+    # model types this target claims by a map of its own (tests/test_completeness.py holds it to them);
+    # () where it takes what its exporter or tracer takes
+    architectures: ClassVar[tuple[str, ...]] = ()
 
     def artifact_names(self, params: P) -> list[str]:
         """Names of the artifacts ``run`` will produce for these params (used to check gates)."""

@@ -144,6 +144,7 @@ class BetterTransformer(Stage[BetterTransformerParams]):
     description = "encoder layers on PyTorch's fused nn.TransformerEncoder fastpath (nested tensors skip padding)"
     package_folder = "bettertransformer"
     library_name = "pytorch"
+    architectures = tuple(LAYER_MAPS)
 
     def usage(self, repo: str, task: str, artifacts: Mapping[str, Mapping[str, Any]],
               recommended: str | None) -> list[str]:
