@@ -19,7 +19,7 @@ import fcntl
 import functools
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ from pipeline import bench as bench_mod
 from pipeline import cpu, package, parity, settings
 from pipeline import source as source_mod
 from pipeline.artifact import Outputs
-from pipeline.atomic import atomic_dir, write_json
+from pipeline.atomic import atomic_dir, link_or_copy, write_json
 from pipeline.bench_settings import BenchSettings
 from pipeline.errors import ParityError, PipelineError, StageError
 from pipeline.filehash import StatCache, sha256_file
@@ -51,6 +51,7 @@ class StageRun:
     fingerprint: str
     artifacts: list[str]
     optional: list[str] = field(default_factory=list)
+    reused_parts: list[str] = field(default_factory=list)  # parts taken from its previous output (built only)
 
 
 @dataclass
@@ -217,7 +218,11 @@ def _build(recipe: Recipe, build_dir: Path, source: _Source, emit: Events, optio
                                     check=functools.partial(_changed_output, stage_dir, stat_cache=stat_cache))
         if record is None:
             emit(name, f"building: {why}")
-            record = _run_stage(stage, name, params, recipe, source, stage_dir, stage_fp)
+            forced = options.force or name in options.force_stages
+            previous = None if forced else records.read(stage_dir / STAGE_RECORD)[0]
+            record = _run_stage(stage, name, params, recipe, source, stage_dir, stage_fp, previous, stat_cache)
+            if record["reused_parts"]:
+                emit(name, f"reused from its previous output: {', '.join(record['reused_parts'])}")
             status = "built"
         else:
             emit(name, "reused (fingerprint and output hashes match)")
@@ -229,7 +234,8 @@ def _build(recipe: Recipe, build_dir: Path, source: _Source, emit: Events, optio
         # what a stage wants said once per build (a deprecated runtime, a fallback it took)
         notes += [f"{a.name}: {note}" for a in artifacts for note in a.metadata.get("notes", [])]
         runs.append(StageRun(name, status, why, round(seconds, 3), stage_fp, [a.name for a in artifacts],
-                             [a.name for a in artifacts if a.optional]))
+                             [a.name for a in artifacts if a.optional],
+                             record.get("reused_parts", []) if status == "built" else []))
 
         for artifact in artifacts:
             gate = stage.gate_for(artifact.name, task).merged(recipe.validation.gates.get(artifact.name))
@@ -369,12 +375,54 @@ def _package_changed(paths: BuildDir, records: Records, stat_cache: StatCache) -
     return None if table == package.all_files(manifest) else "package files changed"
 
 
+class _PreviousParts:
+    """A stage's parts (:class:`pipeline.stages.Parts`) taken from its previous output when their keys match."""
+
+    def __init__(self, stage_dir: Path, previous: dict[str, Any] | None, workdir: Path,
+                 stat_cache: StatCache) -> None:
+        self.stage_dir, self.workdir, self.stat_cache = stage_dir, workdir, stat_cache
+        parts = (previous or {}).get("parts")
+        self.previous: dict[str, Any] = parts if isinstance(parts, dict) else {}
+        self.parts: dict[str, dict[str, Any]] = {}  # part -> {"key", "files": {name: sha256 or None}}
+        self.taken: list[str] = []
+
+    def take(self, part: str, key: str) -> list[str] | None:
+        entry = self.previous.get(part)
+        if not isinstance(entry, dict) or entry.get("key") != key or not isinstance(entry.get("files"), dict):
+            return None
+        files: dict[str, str] = entry["files"]
+        for file, sha in files.items():
+            path = self.stage_dir / file
+            if not path.is_file() or self.stat_cache.sha256(path) != sha:
+                return None
+        for file in files:
+            link_or_copy(self.stage_dir / file, self.workdir / file)
+        self.parts[part] = {"key": key, "files": dict(files)}
+        self.taken.append(part)
+        return list(files)
+
+    def made(self, part: str, key: str, files: Sequence[str]) -> None:
+        self.parts[part] = {"key": key, "files": dict.fromkeys(files)}
+
+    def record(self) -> dict[str, Any]:
+        """The parts whose files are all in the finished output, with their sha256."""
+        out = {}
+        for part, entry in self.parts.items():
+            if all((self.workdir / f).is_file() for f in entry["files"]):
+                out[part] = {"key": entry["key"], "files": {f: sha or sha256_file(self.workdir / f)
+                                                            for f, sha in entry["files"].items()}}
+        return out
+
+
 def _run_stage(stage: Stage[Any], name: str, params: StageParams, recipe: Recipe, source: _Source, stage_dir: Path,
-               stage_fp: str) -> dict[str, Any]:
+               stage_fp: str, previous: dict[str, Any] | None = None,
+               stat_cache: StatCache | None = None) -> dict[str, Any]:
     t = time.perf_counter()
     with atomic_dir(stage_dir) as workdir:
+        parts = _PreviousParts(stage_dir, previous, workdir, stat_cache or StatCache())
         try:
-            artifacts = stage.run(StageContext(recipe=recipe, source=source.loaded, workdir=workdir), params)
+            artifacts = stage.run(StageContext(recipe=recipe, source=source.loaded, workdir=workdir, parts=parts),
+                                  params)
         except PipelineError:
             raise
         except Exception as e:  # a stage bug or a library failure: report it as this stage's
@@ -393,6 +441,8 @@ def _run_stage(stage: Stage[Any], name: str, params: StageParams, recipe: Recipe
                         for a in artifacts},
             "timings": {"seconds": round(seconds, 3)},
             "versions": library_versions(stage.libraries),
+            "parts": parts.record(),
+            "reused_parts": parts.taken,
         }
         write_json(workdir / STAGE_RECORD, record)
     return record

@@ -7,8 +7,8 @@ torch and friends inside ``run``/``runner`` only, so that reading a recipe stays
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
@@ -18,7 +18,8 @@ from pipeline.artifact import Artifact, Inputs, Outputs, Runner
 from pipeline.gate import EXACT, Gate
 from pipeline.loaded import LoadedSource
 
-__all__ = ["Artifact", "Gate", "Inputs", "Outputs", "RecipeView", "Runner", "Stage", "StageContext", "StageParams",
+__all__ = ["Artifact", "Gate", "Inputs", "NoParts", "Outputs", "Parts", "RecipeView", "Runner", "Stage",
+           "StageContext", "StageParams",
            "get_stage", "register_stage", "registered_stages", "unregister_stage"]
 
 
@@ -39,6 +40,31 @@ class RecipeView(Protocol):
     def task(self) -> str: ...
 
 
+class Parts(Protocol):
+    """The steps inside one stage (the ONNX target's exported graph and each variant derived from it),
+    each keyed by the one rule (:class:`pipeline.steps.Step`): a part whose key matches the stage's
+    previous output, and whose files still hash as recorded, is taken from it instead of made again."""
+
+    def take(self, part: str, key: str) -> list[str] | None:
+        """Link the files ``part`` made into the workdir if the previous output made them with ``key``
+        and they are intact; their names, or None (then make them, and say so with :meth:`made`)."""
+        ...
+
+    def made(self, part: str, key: str, files: Sequence[str]) -> None:
+        """``part``, keyed ``key``, made ``files`` (names in the workdir)."""
+        ...
+
+
+class NoParts:
+    """Nothing to take (a first build, ``--force``, a test): every part is made."""
+
+    def take(self, part: str, key: str) -> list[str] | None:
+        return None
+
+    def made(self, part: str, key: str, files: Sequence[str]) -> None:
+        pass
+
+
 @dataclass(frozen=True)
 class StageContext:
     """What a stage gets to work with. ``workdir`` is empty, private and renamed into place later."""
@@ -46,6 +72,7 @@ class StageContext:
     recipe: RecipeView
     source: LoadedSource
     workdir: Path
+    parts: Parts = field(default_factory=NoParts)
 
 
 P = TypeVar("P", bound=StageParams)

@@ -69,7 +69,8 @@ from pipeline.loaded import LoadedSource
 from pipeline.pooling import OUTPUT as POOLED_OUTPUT
 from pipeline.pooling import TOKEN_OUTPUT, pool
 from pipeline.stages import onnx_generation
-from pipeline.stages.base import Artifact, Gate, Runner, Stage, StageContext, StageParams, register_stage
+from pipeline.stages.base import Artifact, Gate, NoParts, Runner, Stage, StageContext, StageParams, register_stage
+from pipeline.steps import Step
 from pipeline.tasks import GENERATION, IMAGE, SEQ2SEQ, SYNONYMS, TEXT, task_kind
 
 ONNX_FILE = "model.onnx"
@@ -219,21 +220,44 @@ class OnnxExport(Stage[OnnxParams]):
         work = ctx.workdir
         kind = task_kind(ctx.source.task)
         self.check(params, {"model_type": ctx.source.model_type}, ctx.source.task)
-        with _quiet():
-            self._export(ctx, params)
+        # the exported graph and each variant are parts of their own (ctx.parts): a variant's key is its own
+        # settings and the graph's key, so an int8 setting re-quantizes int8 only (single-graph tasks)
+        parts = ctx.parts if kind not in (GENERATION, SEQ2SEQ) else NoParts()
+        pooling = ctx.source.pooling.to_json() if ctx.source.pooling is not None else None
+        graph_key = Step("onnx-export", version=self.version, params={"opset": params.opset, "task": ctx.source.task,
+                                                                      "pooling": pooling},
+                         inputs={"source": ctx.source.resolved.fingerprint}, libraries=self.libraries).key()
+
+        def variant_key(variant: str, settings: Any) -> str:
+            return Step("onnx-variant", version=self.version, params={"variant": variant, "settings": settings},
+                        inputs={"graph": graph_key}, libraries=self.libraries).key()
+
+        if parts.take("export", graph_key) is None:
+            with _quiet():
+                self._export(ctx, params)
+            parts.made("export", graph_key, _graph_files(work, ONNX_FILE))
         if kind == SEQ2SEQ:
             return [self._seq2seq_artifact(ctx, params)]
         with _quiet():
             built = {"fp32": ONNX_FILE}
-            if {"optimized", "fp16"} & set(params.variants):
+            for variant, fp16 in (("optimized", False), ("fp16", True)):
+                if variant not in params.variants:
+                    continue
+                key = variant_key(variant, params.optimization.model_dump(mode="json"))
+                if parts.take(variant, key) is not None:
+                    built[variant] = VARIANT_FILES[variant]
+                    continue
                 ctx.source.config.save_pretrained(work)  # optimum's optimizer reads the model type from it
-                if "optimized" in params.variants:
-                    built["optimized"] = self._optimize(work, params, fp16=False)
-                if "fp16" in params.variants:
-                    built["fp16"] = self._optimize(work, params, fp16=True)
-            int8 = [v for v in params.variants if v in INT8]
+                built[variant] = self._optimize(work, params, fp16=fp16)
+                parts.made(variant, key, _graph_files(work, built[variant]))
+            int8_key = {v: variant_key(v, params.int8.model_dump(mode="json")) for v in params.variants if v in INT8}
+            int8 = [v for v, key in int8_key.items() if parts.take(v, key) is None]
+            built.update({v: VARIANT_FILES[v] for v in int8_key if v not in int8})
             if int8:
-                built.update(self._quantize(ctx, params, int8))
+                made = self._quantize(ctx, params, int8)
+                built.update(made)
+                for variant in int8:
+                    parts.made(variant, int8_key[variant], _graph_files(work, made[variant]))
         (work / "config.json").unlink(missing_ok=True)
         if "fp32" not in params.variants:  # the base graph of the others, not an artifact itself
             (work / ONNX_FILE).unlink()
@@ -530,6 +554,11 @@ def _quiet() -> Iterator[None]:
         finally:
             for lg, level in zip(loggers, levels, strict=True):
                 lg.setLevel(level)
+
+
+def _graph_files(folder: Path, file: str) -> list[str]:
+    """A graph's file and its external data files (``model.onnx``, ``model.onnx_data``…)."""
+    return sorted(p.name for p in folder.glob(f"{file}*"))
 
 
 def _io_names(path: Path) -> dict[str, list[str]]:
