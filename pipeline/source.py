@@ -68,8 +68,15 @@ def resolve(recipe: Recipe, sha256: Callable[[Path], str] = sha256_file) -> Reso
 
 
 def _package_version(module: str) -> str | None:
-    for dist in importlib.metadata.packages_distributions().get(module, []):
-        return f"{dist}=={importlib.metadata.version(dist)}"
+    """``<distribution>==<version>`` of the installed distribution that ships ``module``."""
+    try:  # the usual case, a distribution named after its module, without scanning every installed one
+        dist = importlib.metadata.distribution(module)
+        if any(f.parts[:1] == (module,) for f in dist.files or ()):
+            return f"{dist.metadata['Name']}=={dist.version}"
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    for name in importlib.metadata.packages_distributions().get(module, []):  # reads every distribution: slow
+        return f"{name}=={importlib.metadata.version(name)}"
     return None
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import importlib.metadata
 import platform
+import re
 from collections.abc import Iterable
 
 BASE = ("pipeline-convert", "torch", "transformers", "huggingface-hub", "numpy", "safetensors", "tokenizers")
@@ -18,9 +19,14 @@ BASE = ("pipeline-convert", "torch", "transformers", "huggingface-hub", "numpy",
 @functools.cache
 def _version(name: str) -> str:
     try:
-        return importlib.metadata.version(name)
+        dist = importlib.metadata.distribution(name)
     except importlib.metadata.PackageNotFoundError:
         return "not installed"
+    # the Version field read directly: parsing all of METADATA as an email took most of a no-op rebuild's
+    # time spent here (torch's METADATA is long)
+    text = dist.read_text("METADATA") or ""
+    match = re.search(r"^Version:[ \t]*(\S+)", text, re.MULTILINE)
+    return match.group(1) if match else dist.version
 
 
 def library_versions(extra: Iterable[str] = ()) -> dict[str, str]:
