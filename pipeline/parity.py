@@ -31,11 +31,12 @@ from typing import Any
 import numpy as np
 
 from pipeline.artifact import Outputs, Runner
-from pipeline.batches import (  # noqa: F401  (GoldenBatch, load_golden, save_golden, EXPORT_SHAPE: also read from here)
+from pipeline.batches import (  # noqa: F401  (GoldenBatch, load_golden, PIXELS…: also read from here)
     DECODE_STEPS,
     EXPORT_SHAPE,
     GENERATED,
     MAX_NEW_TOKENS,
+    PIXELS,
     STEP_LOGITS,
     TEXTS,
     GoldenBatch,

@@ -103,6 +103,6 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
     config = session.config
     whole = not config.args or [Path(a).resolve() for a in config.args] == [REPO / "tests"]
-    selected = config.option.keyword or config.option.markexpr or config.option.lf
+    selected = config.option.keyword or config.option.markexpr or getattr(config.option, "lf", False)
     if exitstatus == 0 and whole and not selected and session.testscollected and coverage.rows():
         coverage.save(coverage.rows())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -132,20 +133,24 @@ def test_a_second_build_of_the_same_recipe_waits_for_the_first(first_build: tupl
     fcntl.flock(lock, fcntl.LOCK_EX)  # a build in progress
     proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "build", str(recipe), "--out", str(out)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    said = []
+    said = b""
     try:
         assert proc.stderr is not None
-        for line in proc.stderr:  # started: it resolves its source just before it takes the lock (a loaded
-            said.append(line)     # machine can take longer than any fixed sleep to import the pipeline)
-            if "resolving" in line:
+        # started: it resolves its source just before it takes the lock (a loaded machine can take longer
+        # than any fixed sleep to import the pipeline). Read byte by byte from the pipe itself: a buffered
+        # read would take lines that communicate() below, which reads the pipe, then never sees.
+        while not (b"resolving" in said and said.endswith(b"\n")):
+            byte = os.read(proc.stderr.fileno(), 1)
+            if not byte:
                 break
+            said += byte
         time.sleep(3)
         assert proc.poll() is None, proc.communicate()  # still waiting
     finally:
         fcntl.flock(lock, fcntl.LOCK_UN)
         lock.close()
     stdout, stderr = proc.communicate(timeout=120)
-    stderr = "".join(said) + stderr
+    stderr = said.decode() + stderr
     assert proc.returncode == 0, stderr
     assert "waiting for the build running in" in stderr
 
