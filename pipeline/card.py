@@ -14,17 +14,9 @@ from typing import Any
 
 import yaml
 
-ORT_CLASSES = {
-    "feature-extraction": "ORTModelForFeatureExtraction",
-    "sentence-similarity": "ORTModelForFeatureExtraction",  # optimum's synonym of feature-extraction
-    "text-classification": "ORTModelForSequenceClassification",
-    "token-classification": "ORTModelForTokenClassification",
-    "question-answering": "ORTModelForQuestionAnswering",
-    "fill-mask": "ORTModelForMaskedLM",
-    "text-generation": "ORTModelForCausalLM",
-    "text2text-generation": "ORTModelForSeq2SeqLM",
-    "image-classification": "ORTModelForImageClassification",
-}
+from pipeline.cpu import summary
+from pipeline.pooling import OUTPUT as POOLED_OUTPUT
+from pipeline.stages import get_stage
 
 
 def source_license(folder: Path) -> str | None:
@@ -69,11 +61,14 @@ def render(*, repo_id: str | None, manifest: dict[str, Any], parity: dict[str, A
                                           metric_type=metric, metric_value=round(value, 8),
                                           metric_name=f"{artifact} {metric} vs eager PyTorch", verified=False))
     # a graph that outputs the pooled sentence embedding is what the Hub lists as sentence-similarity
-    embeds = any("sentence_embedding" in a.get("metadata", {}) for a in artifacts.values())
+    embeds = any(POOLED_OUTPUT in a.get("metadata", {}) for a in artifacts.values())
+    stages = [get_stage(stage) for stage in by_stage(artifacts)]  # in package (registry) order
+    # the library that loads the package: the first target's that names one (the registry orders them)
+    library = next((s.library_name for s in stages if s.library_name), None)
+    tags = {"parity-gated", *(s.name for s in stages), *(t for s in stages for t in s.card_tags)}
     data = ModelCardData(
-        base_model=base_model, library_name="onnx" if any(a["stage"] == "onnx" for a in artifacts.values())
-        else "pytorch", pipeline_tag="sentence-similarity" if embeds else task, license=license,
-        tags=sorted({"onnx", "optimum", "transformers.js", "parity-gated", *{a["stage"] for a in artifacts.values()}}),
+        base_model=base_model, library_name=library, pipeline_tag="sentence-similarity" if embeds else task,
+        license=license, tags=sorted(tags),
         model_name=name, eval_results=results or None,
     )
     card = ModelCard(f"---\n{data.to_yaml()}\n---\n{_body(repo_id or name, manifest, parity, bench)}")
@@ -119,26 +114,10 @@ def _body(repo: str, manifest: dict[str, Any], parity: dict[str, Any], bench: di
     lines += ["", "The shipped `golden_inputs.npz` and `golden_outputs.npz` (entries `<batch>/<tensor>`) let anyone "
               "re-check a download: `convert verify " + repo + "` (it re-gates every artifact on the CPU it runs "
               "on).", ""]
-    from pipeline.cpu import summary
-
     if manifest.get("gated_on"):
         lines += [f"Gated on: {summary(manifest['gated_on'])}.", ""]
-    int8 = {art: entry for art, entry in artifacts.items() if "numerics" in entry.get("metadata", {})}
-    if int8:
-        lines += ["### int8 files and CPUs", "",
-                  "int8 numbers depend on the CPU's kernels: onnxruntime's U8S8 kernels (QInt8 weights) are exact on "
-                  "x86-64 with VNNI or AMX and on ARM64, and can saturate on x86-64 without VNNI; U8U8 (QUInt8 "
-                  "weights) and 7-bit weights are exact everywhere.", "",
-                  "| artifact | file | weights | meant for | exact on | gated with |",
-                  "| --- | --- | --- | --- | --- | --- |"]
-        for art, entry in int8.items():
-            meta = entry["metadata"]
-            n = meta["numerics"]
-            weights = n["weights"] + (" (7-bit)" if n.get("reduce_range") else "")
-            lines.append(f"| `{art}` | `{entry['folder']}/{meta['file']}` | {weights} | "
-                         f"{meta.get('suits', 'any CPU' if n['exact_on'] == 'every CPU' else 'VNNI/AMX or ARM64')} | "
-                         f"{n['exact_on']} | {n['gated_with']} |")
-        lines.append("")
+    for stage, entries in by_stage(artifacts).items():  # what a target says about its files (int8 and CPUs, …)
+        lines += get_stage(stage).card_section(entries)
     if bench:
         s = bench["settings"]
         measured_on = f" Measured on: {summary(bench['cpu'])}." if bench.get("cpu") else ""
@@ -156,62 +135,15 @@ def _body(repo: str, manifest: dict[str, Any], parity: dict[str, Any], bench: di
     return "\n".join(lines) + "\n"
 
 
-def _usage(repo: str, task: str, artifacts: dict[str, Any], recommended: str | None) -> list[str]:
-    out: list[str] = []
-    from pipeline.parity import task_kind
-
-    onnx = {name: a for name, a in artifacts.items() if a["stage"] == "onnx"}
-    kind = task_kind(task)
-    if onnx and kind != "text":  # generation drives several steps, vision takes pixels: optimum's classes do it
-        ort_class = ORT_CLASSES.get(task.removesuffix("-with-past"), "ORTModel")
-        if kind == "image":
-            prep = ["from transformers import AutoImageProcessor", "",
-                    f'processor = AutoImageProcessor.from_pretrained("{repo}")',
-                    f'model = {ort_class}.from_pretrained("{repo}", subfolder="onnx")',
-                    'logits = model(**processor(images=[image], return_tensors="pt")).logits']
-        else:
-            prep = ["from transformers import AutoTokenizer", "",
-                    f'tokenizer = AutoTokenizer.from_pretrained("{repo}")',
-                    f'model = {ort_class}.from_pretrained("{repo}", subfolder="onnx")',
-                    'ids = model.generate(**tokenizer(["A man is eating food."], return_tensors="pt"), '
-                    "max_new_tokens=20, do_sample=False)",
-                    "print(tokenizer.batch_decode(ids, skip_special_tokens=True))"]
-        out += ["With optimum (`pip install optimum[onnxruntime]`):", "", "```python",
-                f"from optimum.onnxruntime import {ort_class}", *prep, "```", ""]
-    elif onnx:
-        pick = recommended if recommended in onnx else next(iter(onnx))
-        file = onnx[pick]["metadata"]["file"]
-        ort_class = ORT_CLASSES.get(task, "ORTModel")
-        out += ["With optimum (`pip install optimum[onnxruntime]`):", "", "```python",
-                f"from optimum.onnxruntime import {ort_class}", "from transformers import AutoTokenizer", "",
-                f'tokenizer = AutoTokenizer.from_pretrained("{repo}")',
-                f'model = {ort_class}.from_pretrained("{repo}", subfolder="onnx", file_name="{file}")',
-                'outputs = model(**tokenizer(["A man is eating food."], return_tensors="pt"))', "```", "",
-                "With onnxruntime alone:", "", "```python", "import numpy as np, onnxruntime as ort",
-                "from huggingface_hub import hf_hub_download", "from tokenizers import Tokenizer", "",
-                f'session = ort.InferenceSession(hf_hub_download("{repo}", "onnx/{file}"))',
-                f'tokenizer = Tokenizer.from_file(hf_hub_download("{repo}", "tokenizer.json"))',
-                'enc = tokenizer.encode("A man is eating food.")',
-                "feed = {'input_ids': np.array([enc.ids]), 'attention_mask': np.array([enc.attention_mask]),",
-                "        'token_type_ids': np.array([enc.type_ids])}",
-                "names = {i.name for i in session.get_inputs()}",
-                "outputs = session.run(None, {k: v for k, v in feed.items() if k in names})",
-                *(["(embedding,) = session.run(['sentence_embedding'], {k: v for k, v in feed.items() if k in names})"
-                   "  # pooled (and normalized) in the graph"]
-                  if "sentence_embedding" in onnx[pick]["metadata"].get("outputs", []) else []), "```", "",
-                "With transformers.js:", "", "```js", 'import { pipeline } from "@huggingface/transformers";',
-                # transformers.js has no sentence-similarity pipeline: optimum's synonym is feature-extraction
-                f'const pipe = await pipeline("{"feature-extraction" if task == "sentence-similarity" else task}", '
-                f'"{repo}"' + (', { dtype: "q8" }' if "onnx-int8" in onnx else "")
-                + ");", 'const out = await pipe("A man is eating food.");', "```", ""]
-    for name, a in artifacts.items():
-        if a["stage"] in ("torchscript", "bettertransformer"):
-            out += [f"`{name}` with torch alone:", "", "```python", "import torch",
-                    "from huggingface_hub import hf_hub_download", "",
-                    f'module = torch.jit.load(hf_hub_download("{repo}", "{a["files"][0]}"))', "```", ""]
-        elif a["stage"] == "torch_export":
-            out += [f"`{name}` with torch alone:", "", "```python", "import torch",
-                    "from huggingface_hub import hf_hub_download", "",
-                    f'program = torch.export.load(hf_hub_download("{repo}", "{a["files"][0]}"))',
-                    "module = program.module()", "```", ""]
+def by_stage(artifacts: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The packaged artifacts (manifest entries) grouped by the stage that built them, in package order."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, entry in artifacts.items():
+        out.setdefault(entry["stage"], {})[name] = entry
     return out
+
+
+def _usage(repo: str, task: str, artifacts: dict[str, Any], recommended: str | None) -> list[str]:
+    """Each target's own copy-paste usage of its packaged artifacts (:meth:`pipeline.stages.Stage.usage`)."""
+    return [line for stage, entries in by_stage(artifacts).items()
+            for line in get_stage(stage).usage(repo, task, entries, recommended)]

@@ -23,8 +23,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline import package
+from pipeline import cpu, package, parity
+from pipeline import manifest_schema as schema
 from pipeline.errors import InputError, PipelineError, PublishError
+from pipeline.filehash import sha256_file
+from pipeline.hub_http import bound_timeouts, resolve_revision
+from pipeline.layout import BUILD_RECORD, PACKAGE, BuildDir
+from pipeline.paths import UnsafePath, inside, regular_files
+from pipeline.recipe import from_data
+from pipeline.stages import Artifact, get_stage
 
 Events = Callable[[str, str], None]
 KEEP_REMOTE = {".gitattributes"}  # the Hub's own file: never deleted by a push
@@ -62,11 +69,11 @@ def check_package(build_dir: Path) -> tuple[Path, dict[str, Any]]:
         PublishError: the last build failed its gate, a packaged artifact did not pass, the files
             do not match the manifest, or the Hub source is floating without permission.
     """
-    pkg = build_dir / "package" if (build_dir / "package").is_dir() else build_dir
+    pkg = BuildDir(build_dir).package if BuildDir(build_dir).package.is_dir() else build_dir
     manifest = _manifest(pkg)
     repo = (manifest.get("recipe", {}).get("publish") or {}).get("repo") or "?"
-    build_json = pkg.parent / "build.json"
-    if build_json.is_file() and pkg.name == "package":
+    build_json = pkg.parent / BUILD_RECORD
+    if build_json.is_file() and pkg.name == PACKAGE:
         last = json.loads(build_json.read_text(encoding="utf-8"))
         if not last.get("passed", False):
             raise PublishError(f"{build_dir}: the last build failed its parity gate ({len(last.get('failures', []))} "
@@ -166,7 +173,6 @@ def push(build_dir: Path, *, revision: str = "main", create_pr: bool = False, dr
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, get_token
     from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
 
-    from pipeline.hub_http import bound_timeouts
 
     emit = on_event or (lambda step, message: None)
     _quiet_client()
@@ -387,8 +393,6 @@ def verify(repo_id: str, revision: str = "main", *, manifest_sha256: str | None 
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
-    from pipeline import cpu
-    from pipeline.hub_http import bound_timeouts, resolve_revision
 
     emit = on_event or (lambda step, message: None)
     _quiet_client()
@@ -422,7 +426,6 @@ def verify(repo_id: str, revision: str = "main", *, manifest_sha256: str | None 
                                f"{commit[:12]} the Hub named a moment before; nothing was verified: run verify again",
                                repo_id=repo_id)
     result = VerifyResult(repo_id, revision, folder.name, 0, [], [], cpu=cpu.current(), offline=offline)
-    from pipeline.paths import UnsafePath
 
     try:
         _verify_download(folder, result, manifest_sha256, emit)
@@ -434,12 +437,6 @@ def verify(repo_id: str, revision: str = "main", *, manifest_sha256: str | None 
 
 
 def _verify_download(folder: Path, result: VerifyResult, manifest_sha256: str | None, emit: Events) -> None:
-    from pipeline import manifest_schema as schema
-    from pipeline import parity
-    from pipeline.paths import UnsafePath, inside, regular_files
-    from pipeline.recipe import from_data
-    from pipeline.source import sha256_file
-    from pipeline.stages import Artifact, get_stage
 
     problems = result.problems
     blobs = folder.parent.parent / "blobs"  # a cache snapshot's files are links into its repo's blobs/

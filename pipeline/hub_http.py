@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from pipeline import settings
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, PublishError
 
 _installed = False
 
@@ -57,7 +57,6 @@ def resolve_revision(repo_id: str, revision: str) -> str:
     from huggingface_hub import HfApi, constants
     from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
 
-    from pipeline.errors import PublishError
 
     bound_timeouts()
     try:

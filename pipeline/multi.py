@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline import recipe as recipe_mod
 from pipeline.errors import InputError
 from pipeline.settings import THREADS_ENV
 
@@ -124,8 +125,6 @@ def plan(paths: Sequence[Path], *, changed_since: str | None = None, cwd: Path |
         RecipeError: a recipe is invalid (a plan never hides a broken recipe).
         InputError: ``changed_since`` cannot be resolved.
     """
-    from pipeline import recipe as recipe_mod
-
     recipes = [recipe_mod.load(p) for p in find_recipes(paths)]
     cwd = cwd or (recipes[0].folder if recipes else Path.cwd())  # the checkout the recipes live in
     if changed_since is None:
@@ -145,7 +144,7 @@ def plan(paths: Sequence[Path], *, changed_since: str | None = None, cwd: Path |
     return out
 
 
-def _entry(recipe: Any, reason: str) -> dict[str, Any]:
+def _entry(recipe: recipe_mod.Recipe, reason: str) -> dict[str, Any]:
     return {"name": recipe.name, "recipe": str(recipe.path), "reason": reason}
 
 

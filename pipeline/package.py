@@ -13,24 +13,27 @@ The manifest is deterministic: the same recipe built twice gives the same manife
 
 from __future__ import annotations
 
+import os
+import shlex
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline import cpu
+from pipeline import __version__, cpu
 from pipeline.atomic import atomic_dir, link_or_copy, write_json
-from pipeline.bench import BENCH_JSON, BENCH_PNG
+from pipeline.card import render, source_license
+from pipeline.filehash import sha256_file
+from pipeline.layout import BENCH_JSON, BENCH_PNG, CARD, GOLDEN_INPUTS, GOLDEN_OUTPUTS, MANIFEST, PARITY
+from pipeline.loaded import ResolvedSource
 from pipeline.recipe import Recipe
-from pipeline.source import ResolvedSource, sha256_file
+from pipeline.stages import get_stage
 from pipeline.versions import library_versions
 
-MANIFEST = "manifest.json"
+__all__ = ["BENCH_PNG", "CARD", "GOLDEN_INPUTS", "GOLDEN_OUTPUTS", "MANIFEST", "PARITY", "PackagedArtifact",
+           "all_files", "file_table", "rebuild_command", "write"]
 MANIFEST_FORMAT = 1
-GOLDEN_INPUTS = "golden_inputs.npz"
-GOLDEN_OUTPUTS = "golden_outputs.npz"
-PARITY = "parity.json"
-CARD = "README.md"
 TIMING_FILES = (CARD, BENCH_JSON, BENCH_PNG)  # their bytes depend on measured times
 
 
@@ -95,14 +98,12 @@ def write(target: Path, *, recipe: Recipe, source: ResolvedSource, task: str, ar
             },
             "recommended": bench["recommended"] if bench else None,
             "golden": {"inputs": GOLDEN_INPUTS, "outputs": GOLDEN_OUTPUTS},
-            "versions": library_versions(),
+            "versions": library_versions(lib for a in artifacts for lib in get_stage(a.stage).libraries),
             # parity numbers (and which int8 kernels ran) belong to the CPU that gated them
             "gated_on": cpu.numerics_record(),
         }
         table = file_table(tmp, known)
         manifest["files"] = table  # before the card: the card shows sizes
-        from pipeline.card import render, source_license
-
         card = tmp / CARD
         card.write_text(render(repo_id=recipe.publish.repo if recipe.publish else None, manifest=manifest,
                                parity=parity, bench=bench, license=source_license(source.folder)), encoding="utf-8")
@@ -119,11 +120,6 @@ def write(target: Path, *, recipe: Recipe, source: ResolvedSource, task: str, ar
 def rebuild_command(recipe: Recipe) -> str:
     """The command that rebuilds this package: the recipe (also in the manifest, normalized) as a
     path relative to the working folder, with the tool version the manifest records."""
-    import os
-    import shlex
-
-    from pipeline import __version__
-
     path = recipe.path
     shown = "recipe.yaml"
     if path is not None:
@@ -137,15 +133,17 @@ def all_files(manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {**manifest.get("files", {}), **(manifest.get("timing") or {}).get("files", {})}
 
 
-def file_table(folder: Path, known: dict[str, str] | None = None) -> dict[str, dict[str, Any]]:
+def file_table(folder: Path, known: dict[str, str] | None = None,
+               sha256: Callable[[Path], str] = sha256_file) -> dict[str, dict[str, Any]]:
     """sha256 and size of every file below ``folder`` except the manifest itself.
 
-    ``known`` holds hashes computed moments ago for files linked in from a stage folder.
+    ``known`` holds hashes computed moments ago for files linked in from a stage folder; ``sha256``
+    hashes the others (a :class:`pipeline.filehash.StatCache` reads an unchanged file once).
     """
     known = known or {}
     table = {}
     for p in sorted(folder.rglob("*")):
         rel = p.relative_to(folder).as_posix()
         if p.is_file() and rel != MANIFEST:
-            table[rel] = {"sha256": known.get(rel) or sha256_file(p), "size": p.stat().st_size}
+            table[rel] = {"sha256": known.get(rel) or sha256(p), "size": p.stat().st_size}
     return table

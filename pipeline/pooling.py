@@ -11,15 +11,16 @@ reads files only (torch is imported inside :func:`pool`); it neither exports nor
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from pipeline.errors import SourceError
+from pipeline.errors import Problem, SourceError
 from pipeline.paths import MissingPath, UnsafePath, inside, parts
 
-if TYPE_CHECKING:
-    from pipeline.recipe import Recipe
+# A problem at a recipe field, with its file:line:col (``Recipe.problem``).
+ProblemAt = Callable[[tuple[str, ...], str], Problem]
 
 OUTPUT = "sentence_embedding"  # the graph output's name, as sentence-transformers' own ONNX exports call it
 TOKEN_OUTPUT = "last_hidden_state"  # the token embeddings it is pooled from
@@ -45,8 +46,20 @@ class Pooling:
         return asdict(self)
 
 
-def resolve(recipe: Recipe, folder: Path, *, links_within: Path | None = None) -> Pooling | None:
-    """The pooling ``recipe`` asks for, with ``auto`` fields read from the checkpoint in ``folder``.
+class PoolingSpec(Protocol):
+    """The recipe's ``sentence_embedding`` section (pipeline.recipe.SentenceEmbedding)."""
+
+    @property
+    def pooling(self) -> str: ...
+
+    @property
+    def normalize(self) -> bool | str: ...
+
+
+def resolve(spec: PoolingSpec | None, folder: Path, problem: ProblemAt, *,
+            links_within: Path | None = None) -> Pooling | None:
+    """The pooling the recipe's ``sentence_embedding`` (``spec``) asks for, with ``auto`` fields read
+    from the checkpoint in ``folder``; ``problem`` places an error at its recipe field.
 
     The module paths in modules.json come from the checkpoint: they must stay inside ``folder``
     (``pipeline.paths``; ``links_within`` as there).
@@ -56,19 +69,18 @@ def resolve(recipe: Recipe, folder: Path, *, links_within: Path | None = None) -
             whose modules.json lists modules this pooling cannot reproduce (e.g. Dense); a
             Pooling config with no, several or an unsupported mode; a module path leaving the folder.
     """
-    spec = recipe.sentence_embedding
     if spec is None:
         return None
-    modules = _modules(recipe, folder, links_within)
+    modules = _modules(problem, folder, links_within)
     read: list[str] = []
     mode = spec.pooling
     if mode == "auto":
-        mode, config = _checkpoint_mode(recipe, folder, modules, links_within)
+        mode, config = _checkpoint_mode(problem, folder, modules, links_within)
         read.append(config)
     normalize = spec.normalize
     if normalize == "auto":
         if modules is None:
-            raise SourceError(str(recipe.problem(
+            raise SourceError(str(problem(
                 ("sentence_embedding", "normalize"), f"auto: {folder} has no modules.json (not a sentence-transformers "
                 "checkpoint) to read it from: set sentence_embedding.normalize to true or false")))
         normalize = _NORMALIZE in modules
@@ -77,7 +89,7 @@ def resolve(recipe: Recipe, folder: Path, *, links_within: Path | None = None) -
     return Pooling(mode=mode, normalize=bool(normalize), origin=origin)
 
 
-def _modules(recipe: Recipe, folder: Path, links_within: Path | None) -> dict[str, str] | None:
+def _modules(problem: ProblemAt, folder: Path, links_within: Path | None) -> dict[str, str] | None:
     """``{module type: path}`` from modules.json, or None without one. Modules after the pooling
     that change the embedding (Dense, LayerNorm, …) are refused: the graph would not match."""
     path = folder / "modules.json"
@@ -87,33 +99,33 @@ def _modules(recipe: Recipe, folder: Path, links_within: Path | None) -> dict[st
     except MissingPath:
         return None
     except UnsafePath as e:
-        raise SourceError(str(recipe.problem(loc, f"{path} {e.reason}"))) from None
+        raise SourceError(str(problem(loc, f"{path} {e.reason}"))) from None
     try:
         entries = json.loads(real.read_text(encoding="utf-8"))
         modules = {str(e["type"]): e.get("path", "") for e in entries}
     except (ValueError, KeyError, TypeError, AttributeError):
-        raise SourceError(str(recipe.problem(loc, f"{path} is not a sentence-transformers modules.json"))) from None
+        raise SourceError(str(problem(loc, f"{path} is not a sentence-transformers modules.json"))) from None
     for kind, module_path in modules.items():
         try:
             if module_path != "":  # "" is the checkpoint folder itself (the Transformer module's)
                 parts(module_path, what="path")
         except UnsafePath as e:
-            raise SourceError(str(recipe.problem(loc, f"{path}: the {kind.rsplit('.', 1)[-1]} module's path "
+            raise SourceError(str(problem(loc, f"{path}: the {kind.rsplit('.', 1)[-1]} module's path "
                                                       f"{e.path!r} {e.reason}: module paths must stay inside "
                                                       "the checkpoint folder"))) from None
     other = sorted(set(modules) - {_TRANSFORMER, _POOLING, _NORMALIZE})
     if other:
-        raise SourceError(str(recipe.problem(loc, f"{path} lists {', '.join(other)}: only Transformer, Pooling and "
+        raise SourceError(str(problem(loc, f"{path} lists {', '.join(other)}: only Transformer, Pooling and "
                                                   "Normalize modules can be exported into the graph")))
     return modules
 
 
-def _checkpoint_mode(recipe: Recipe, folder: Path, modules: dict[str, str] | None,
+def _checkpoint_mode(problem: ProblemAt, folder: Path, modules: dict[str, str] | None,
                      links_within: Path | None) -> tuple[str, str]:
     """The single pooling mode the checkpoint's Pooling config enables, and that file (relative)."""
     loc = ("sentence_embedding", "pooling")
     if modules is None or _POOLING not in modules:
-        raise SourceError(str(recipe.problem(loc, f"auto: {folder} has no sentence-transformers Pooling module "
+        raise SourceError(str(problem(loc, f"auto: {folder} has no sentence-transformers Pooling module "
                                                   "(modules.json) to read it from: set sentence_embedding.pooling "
                                                   f"to one of {', '.join(MODES)}")))
     path = folder / modules[_POOLING] / "config.json"
@@ -121,19 +133,19 @@ def _checkpoint_mode(recipe: Recipe, folder: Path, modules: dict[str, str] | Non
         relative = "/".join((*parts(modules[_POOLING]), "config.json")) if modules[_POOLING] else "config.json"
         real = inside(folder, relative, what="file", kind="file", links_within=links_within)
     except MissingPath:
-        raise SourceError(str(recipe.problem(loc, f"auto: cannot read {path}: there is no such file"))) from None
+        raise SourceError(str(problem(loc, f"auto: cannot read {path}: there is no such file"))) from None
     except UnsafePath as e:
-        raise SourceError(str(recipe.problem(loc, f"auto: {path} {e.reason}: modules.json's paths must stay "
+        raise SourceError(str(problem(loc, f"auto: {path} {e.reason}: modules.json's paths must stay "
                                                   "inside the checkpoint folder"))) from None
     try:
         config = json.loads(real.read_text(encoding="utf-8"))
         enabled = [mode for mode, flag in _FLAGS.items() if config.get(flag)]
         other = [flag for flag in _OTHER_FLAGS if config.get(flag)]
     except (OSError, ValueError, AttributeError):
-        raise SourceError(str(recipe.problem(loc, f"auto: cannot read {path}"))) from None
+        raise SourceError(str(problem(loc, f"auto: cannot read {path}"))) from None
     if other or len(enabled) != 1:
         got = ", ".join([*(_FLAGS[m] for m in enabled), *other]) or "none"
-        raise SourceError(str(recipe.problem(loc, f"auto: {path} enables {got}; exactly one of "
+        raise SourceError(str(problem(loc, f"auto: {path} enables {got}; exactly one of "
                                                   f"{', '.join(_FLAGS.values())} can be exported")))
     return enabled[0], relative
 

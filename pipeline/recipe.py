@@ -30,8 +30,12 @@ from pydantic import (
     model_validator,
 )
 
-from pipeline.errors import Problem, RecipeError
-from pipeline.stages import Gate, StageParams, registered_stages
+from pipeline import secret_scan
+from pipeline.bench_settings import BenchSettings
+from pipeline.errors import Problem, RecipeError, UnsupportedModelError
+from pipeline.gate import Gate
+from pipeline.stages import StageParams, registered_stages
+from pipeline.tasks import EMBEDDING_TASKS
 
 MAX_RECIPE_BYTES = 1 << 20  # a recipe file over 1 MB is refused before it is parsed
 HUB_ID = r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$"
@@ -141,15 +145,9 @@ class Bench(Strict):
     runs: int = Field(default=10, ge=1, le=100000)
     on_build: bool = Field(default=False, description="run the benchmark as part of `convert build`")
 
-    def settings(self) -> Any:
-        from pipeline.bench import BenchSettings
-
+    def settings(self) -> BenchSettings:
         return BenchSettings(shapes=tuple(tuple(s) for s in self.shapes), padding=self.padding,  # type: ignore[misc]
                              threads=self.threads, warmup=self.warmup, runs=self.runs)
-
-
-# Tasks whose model outputs token embeddings a sentence embedding can be pooled from (optimum's names).
-EMBEDDING_TASKS = ("feature-extraction", "sentence-similarity")
 
 
 class SentenceEmbedding(Strict):
@@ -500,7 +498,6 @@ def load(path: str | Path) -> Recipe:
 def _refuse_secrets(data: dict[str, Any], path: str, positions: dict[tuple[str, ...], tuple[int, int]]) -> None:
     """A value that looks like a credential is refused before validation (whose messages quote values)
     and long before the manifest and card copy the recipe; the value itself is never shown."""
-    from pipeline import secret_scan
 
     declared = data.get("public_values")
     public = {str(v) for v in declared} if isinstance(declared, list) else set()
@@ -519,11 +516,10 @@ def _refuse_secrets(data: dict[str, Any], path: str, positions: dict[tuple[str, 
 def check_task(recipe: Recipe, model_type: str | None = None) -> None:
     """Check the task against optimum's task registry (imports optimum: slow, so not in ``load``).
 
-    With ``model_type``, also check that optimum's ONNX exporter supports the task for it.
+    With ``model_type``, also ask each requested target whether the optimum exporter it needs (if any)
+    supports the model type and task (:meth:`pipeline.stages.Stage.check_exporter`).
     """
     from optimum.exporters.tasks import TasksManager
-
-    from pipeline.errors import UnsupportedModelError
 
     known = TasksManager.get_all_tasks()
     try:
@@ -534,19 +530,13 @@ def check_task(recipe: Recipe, model_type: str | None = None) -> None:
         close = _closest(recipe.task, known)
         raise RecipeError([recipe.problem(("task",), f"unknown task {recipe.task!r}" + (
             f" (did you mean {close!r}?)" if close else f" (expected one of: {', '.join(sorted(known))})"))])
-    if model_type is not None:
-        import optimum.exporters.onnx.model_configs  # noqa: F401  (registers the ONNX configs per model type)
-
-        supported_types = TasksManager._LIBRARY_TO_SUPPORTED_MODEL_TYPES["transformers"]
-        if "onnx" not in supported_types.get(model_type, {}):
-            raise UnsupportedModelError(str(recipe.problem(
-                ("source",), f"model type {model_type!r} is not supported by optimum's ONNX exporter")))
-        supported = TasksManager.get_supported_tasks_for_model_type(
-            model_type, "onnx", library_name="transformers")
-        if task not in supported:
-            raise UnsupportedModelError(str(recipe.problem(
-                ("task",), f"{recipe.task!r} is not supported by the ONNX exporter for model type "
-                f"{model_type!r} (supported: {', '.join(sorted(supported))})")))
+    if model_type is None:
+        return
+    for name in recipe.target_params():
+        problem = registered_stages()[name]().check_exporter(model_type, task, shown=recipe.task)
+        if problem is not None:
+            field, message = problem
+            raise UnsupportedModelError(str(recipe.problem((field,), message)))
 
 
 def _closest(word: str, options: Iterable[str]) -> str | None:

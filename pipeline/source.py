@@ -11,21 +11,26 @@ outputs.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import importlib.util
 import json
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pipeline import sizes
 from pipeline.errors import SourceError
-from pipeline.parity import task_kind
+from pipeline.filehash import sha256_file
+from pipeline.hub_http import bound_timeouts
+from pipeline.loaded import LoadedSource, ResolvedSource
 from pipeline.paths import MissingPath, UnsafePath, inside, regular_files
 from pipeline.pooling import Pooling
 from pipeline.pooling import resolve as resolve_pooling
 from pipeline.recipe import Recipe, check_task
+from pipeline.tasks import IMAGE, task_kind
+
+__all__ = ["CheckedSource", "LoadedSource", "ResolvedSource", "sha256_file", "resolve", "check", "load"]
 
 SAFETENSORS = ("model.safetensors", "model.safetensors.index.json")
 MAX_CONFIG_BYTES = 16 * 2**20  # a config.json is a few kB; a huge one is not read
@@ -34,69 +39,11 @@ PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "tokenizer*", "*.md"]
 
 
-@dataclass(frozen=True)
-class ResolvedSource:
-    """Where a checkpoint is and what identifies its content."""
-
-    kind: str  # "hub", "folder" or "package"
-    folder: Path
-    id: str  # hub id, package name or the folder as written in the recipe
-    revision: str | None  # hub: the resolved commit sha; package: its version
-    files: dict[str, str]  # relative path -> sha256 of every file in the checkpoint folder
-    # where the folder's symlinks may lead: the folder itself, or a Hub cache's blobs/ for a snapshot
-    links_within: Path | None = None
-
-    def file(self, name: str) -> Path | None:
-        """The checkpoint file ``name`` (relative), resolved inside the folder; None where it has none.
-
-        Raises:
-            UnsafePath: ``name`` leaves the folder, or is a symlink leading out of it, or not a regular file.
-        """
-        try:
-            return inside(self.folder, name, what="file", kind="file", links_within=self.links_within)
-        except MissingPath:
-            return None
-
-    @property
-    def fingerprint(self) -> str:
-        """The hub commit when there is one, else a hash over the files' hashes."""
-        if self.kind == "hub" and self.revision:
-            return self.revision
-        blob = json.dumps(self.files, sort_keys=True).encode()
-        return hashlib.sha256(blob).hexdigest()
-
-    def provenance(self) -> dict[str, Any]:
-        return {"kind": self.kind, "id": self.id, "revision": self.revision,
-                "fingerprint": self.fingerprint}
-
-
-@dataclass
-class LoadedSource:
-    """The source model, loaded once per build and shared by every stage."""
-
-    resolved: ResolvedSource
-    task: str
-    model: Any  # transformers.PreTrainedModel, in eval mode
-    tokenizer: Any  # transformers.PreTrainedTokenizerBase; None for image tasks
-    config: Any
-    model_type: str
-    load_info: dict[str, Any] = field(default_factory=dict)
-    processor: Any = None  # the image processor (preprocessor_config.json) of image tasks
-    pooling: Pooling | None = None  # the recipe's sentence_embedding, resolved against the checkpoint
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _hash_folder(folder: Path, links_within: Path | None = None) -> dict[str, str]:
+def _hash_folder(folder: Path, links_within: Path | None = None,
+                 sha256: Callable[[Path], str] = sha256_file) -> dict[str, str]:
     """sha256 of every regular file in the checkpoint folder (``.cache``, huggingface_hub's local
     metadata, aside). Raises UnsafePath for a symlink leading out of the folder or a special file."""
-    return {rel: sha256_file(path)
+    return {rel: sha256(path)
             for rel, path in regular_files(folder, links_within=links_within, skip=(".cache",)).items()}
 
 
@@ -104,9 +51,16 @@ def _source_loc(kind: str) -> tuple[str, str]:
     return ("source", {"hub": "model", "folder": "path", "package": "package"}[kind])
 
 
-def resolve(recipe: Recipe) -> ResolvedSource:
+def resolve(recipe: Recipe, sha256: Callable[[Path], str] = sha256_file) -> ResolvedSource:
+    """:func:`resolve_checked` without the check's result."""
+    return resolve_checked(recipe, sha256)[0]
+
+
+def resolve_checked(recipe: Recipe, sha256: Callable[[Path], str] = sha256_file) -> tuple[ResolvedSource,
+                                                                                          CheckedSource]:
     """Find the checkpoint folder (downloading a Hub source into the cache), check it (:func:`check`:
-    before any file is hashed whole) and hash it.
+    before any file is hashed whole) and hash it (with ``sha256``: a :class:`pipeline.filehash.StatCache`
+    reads an unchanged file once). Returns the source and what the check read (once per build).
 
     Raises:
         SourceError: the folder or package is missing, the Hub download failed, a file in the
@@ -144,12 +98,13 @@ def resolve(recipe: Recipe) -> ResolvedSource:
                               links_within=links_within)
     try:
         regular_files(folder, links_within=links_within, skip=(".cache",))  # nothing read before this passes
-        check(recipe, unhashed)  # sizes and headers before hashing: a 100 GB sparse file is refused, not hashed
-        files = _hash_folder(folder, links_within)
+        # sizes and headers before hashing: a 100 GB sparse file is refused, not hashed
+        checked = check(recipe, unhashed)
+        files = _hash_folder(folder, links_within, sha256)
     except UnsafePath as e:
         raise SourceError(str(recipe.problem(_source_loc(kind), _unsafe(folder, e)))) from None
     return ResolvedSource(kind=kind, folder=folder, id=ident, revision=revision, files=files,
-                          links_within=links_within)
+                          links_within=links_within), checked
 
 
 def _unsafe(folder: Path, e: UnsafePath) -> str:
@@ -158,8 +113,15 @@ def _unsafe(folder: Path, e: UnsafePath) -> str:
 
 
 def _package_version(module: str) -> str | None:
-    for dist in importlib.metadata.packages_distributions().get(module, []):
-        return f"{dist}=={importlib.metadata.version(dist)}"
+    """``<distribution>==<version>`` of the installed distribution that ships ``module``."""
+    try:  # the usual case, a distribution named after its module, without scanning every installed one
+        dist = importlib.metadata.distribution(module)
+        if any(f.parts[:1] == (module,) for f in dist.files or ()):
+            return f"{dist.metadata['Name']}=={dist.version}"
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    for name in importlib.metadata.packages_distributions().get(module, []):  # reads every distribution: slow
+        return f"{name}=={importlib.metadata.version(name)}"
     return None
 
 
@@ -172,7 +134,6 @@ def _download(recipe: Recipe, repo_id: str, revision: str) -> Path:
         RevisionNotFoundError,
     )
 
-    from pipeline.hub_http import bound_timeouts
 
     bound_timeouts()
 
@@ -192,8 +153,16 @@ def _download(recipe: Recipe, repo_id: str, revision: str) -> Path:
                           hint="check the network, HF_ENDPOINT and HF_TOKEN") from None
 
 
-def check(recipe: Recipe, resolved: ResolvedSource) -> dict[str, Any]:
-    """Refuse unsafe or unusable checkpoints before anything is loaded; returns config.json.
+@dataclass(frozen=True)
+class CheckedSource:
+    """What :func:`check` read: config.json and the recipe's sentence_embedding resolved against the checkpoint."""
+
+    config: dict[str, Any]
+    pooling: Pooling | None
+
+
+def check(recipe: Recipe, resolved: ResolvedSource) -> CheckedSource:
+    """Refuse unsafe or unusable checkpoints before anything is loaded; returns config.json and the pooling.
 
     Reads files only (no torch, transformers or optimum), so every build runs it, even one that
     reuses all its outputs; the task is checked against optimum's registry by :func:`load`.
@@ -211,7 +180,7 @@ def check(recipe: Recipe, resolved: ResolvedSource) -> dict[str, Any]:
         raise SourceError(str(recipe.problem(_source_loc(resolved.kind), _unsafe(resolved.folder, e)))) from None
 
 
-def _check(recipe: Recipe, resolved: ResolvedSource) -> dict[str, Any]:
+def _check(recipe: Recipe, resolved: ResolvedSource) -> CheckedSource:
     folder = resolved.folder
     src = recipe.source
     loc = _source_loc(resolved.kind)
@@ -256,8 +225,8 @@ def _check(recipe: Recipe, resolved: ResolvedSource) -> dict[str, Any]:
         field = ("source", e.field) if e.field else loc
         raise SourceError(str(recipe.problem(field, e.message if e.field else f"{folder}: {e.message}"))) from None
     # a sentence_embedding the checkpoint cannot back fails before loading
-    resolve_pooling(recipe, folder, links_within=resolved.links_within)
-    return config
+    return CheckedSource(config, resolve_pooling(recipe.sentence_embedding, folder, recipe.problem,
+                                                 links_within=resolved.links_within))
 
 
 def _safetensors_files(resolved: ResolvedSource) -> list[tuple[str, Path | None]]:
@@ -295,8 +264,9 @@ def safetensors_size(recipe: Recipe, loc: tuple[str, ...], path: Path) -> int:
     return _header(recipe, loc, path.name, path if path.is_file() else None).data_bytes
 
 
-def load(recipe: Recipe, resolved: ResolvedSource) -> LoadedSource:
-    """Check, then load the model for the recipe's task and its tokenizer, in eval mode.
+def load(recipe: Recipe, resolved: ResolvedSource, checked: CheckedSource | None = None) -> LoadedSource:
+    """Check (unless ``checked`` is what :func:`check` gave for this source), then load the model for the
+    recipe's task and its tokenizer, in eval mode.
 
     Raises:
         SourceError: see :func:`check`; also a missing tokenizer or weights that do not match the
@@ -304,7 +274,8 @@ def load(recipe: Recipe, resolved: ResolvedSource) -> LoadedSource:
         RecipeError: the task is not one optimum knows.
         UnsupportedModelError: the task is not exportable for this model type.
     """
-    config_json = check(recipe, resolved)
+    checked = checked or check(recipe, resolved)
+    config_json = checked.config
     check_task(recipe, model_type=config_json["model_type"])
     import torch  # noqa: F401  (imported before transformers so its import cost shows where it belongs)
     from optimum.exporters.tasks import TasksManager
@@ -338,7 +309,7 @@ def load(recipe: Recipe, resolved: ResolvedSource) -> LoadedSource:
             hint="pick the task the checkpoint was trained for")
     model.eval()
     tokenizer = processor = None
-    if task_kind(task) == "image":  # vision models take pixel_values made by their image processor
+    if task_kind(task) == IMAGE:  # vision models take pixel_values made by their image processor
         processor = _image_processor(recipe, loc, resolved.folder)
     else:
         try:
@@ -354,7 +325,7 @@ def load(recipe: Recipe, resolved: ResolvedSource) -> LoadedSource:
                         model_type=model_type, processor=processor,
                         load_info={"class": type(model).__name__,
                                    "unexpected_keys": sorted(info.get("unexpected_keys", []))},
-                        pooling=resolve_pooling(recipe, resolved.folder, links_within=resolved.links_within))
+                        pooling=checked.pooling)
 
 
 def _image_processor(recipe: Recipe, loc: tuple[str, ...], folder: Path) -> Any:

@@ -25,8 +25,8 @@ import pytest
 from click.testing import CliRunner
 
 from pipeline import package, parity
-from pipeline.card import ORT_CLASSES
 from pipeline.cli import main
+from pipeline.stages.onnx import ORT_CLASSES
 from tests.coverage import record
 from tests.hub_server import HubServer
 from tests.tiny import (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -132,12 +133,64 @@ def test_a_second_build_of_the_same_recipe_waits_for_the_first(first_build: tupl
     fcntl.flock(lock, fcntl.LOCK_EX)  # a build in progress
     proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "build", str(recipe), "--out", str(out)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    said = b""
     try:
+        assert proc.stderr is not None
+        # started: it resolves its source just before it takes the lock (a loaded machine can take longer
+        # than any fixed sleep to import the pipeline). Read byte by byte from the pipe itself: a buffered
+        # read would take lines that communicate() below, which reads the pipe, then never sees.
+        while not (b"resolving" in said and said.endswith(b"\n")):
+            byte = os.read(proc.stderr.fileno(), 1)
+            if not byte:
+                break
+            said += byte
         time.sleep(3)
         assert proc.poll() is None, proc.communicate()  # still waiting
     finally:
         fcntl.flock(lock, fcntl.LOCK_UN)
         lock.close()
     stdout, stderr = proc.communicate(timeout=120)
+    stderr = said.decode() + stderr
     assert proc.returncode == 0, stderr
     assert "waiting for the build running in" in stderr
+
+
+def test_a_damaged_record_is_a_miss_reported_once(first_build: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    from pipeline.steps import Records, Step
+
+    recipe, out, _ = first_build
+    (out / "tiny" / "stages" / "onnx" / "stage.json").write_text("{half a record", encoding="utf-8")
+    data = _build(recipe, out)
+    stage = next(s for s in data["stages"] if s["stage"] == "onnx")
+    assert stage["status"] == "built" and stage["reason"] == "its record is damaged"
+    assert "golden" in data["reused"]
+    said: list[tuple[str, str]] = []
+    records = Records(lambda step, message: said.append((step, message)))
+    damaged = tmp_path / "r.json"
+    damaged.write_text("[1, 2]", encoding="utf-8")
+    key = Step("golden").key()
+    assert records.reuse(damaged, key) == (None, "its record is damaged")
+    assert records.reuse(damaged, key) == (None, "its record is damaged")
+    assert len(said) == 1 and "damaged record" in said[0][1]  # reported once per build
+
+
+def test_an_int8_setting_requantizes_and_regates_int8_only(first_build: tuple[Path, Path, Path]) -> None:
+    """The exported graph and each variant are steps of their own: the fp32 graph is taken from the
+    previous output (the same file, not exported again), int8 is quantized and gated again."""
+    recipe, out, folder = first_build
+    stage_dir = out / "tiny" / "stages" / "onnx"
+    graph, int8 = stage_dir / "model.onnx", stage_dir / "model_quantized.onnx"
+    before = graph.stat().st_ino, int8.read_bytes()
+    write_recipe(recipe, folder, **{**BASE, "targets": {"onnx": {**BASE["targets"]["onnx"],
+                                                                  "int8": {"per_channel": False}}}})
+    data = _build(recipe, out)
+    stage = next(s for s in data["stages"] if s["stage"] == "onnx")
+    assert stage["status"] == "built" and stage["reused_parts"] == ["export"]
+    assert graph.stat().st_ino == before[0]  # linked from the previous output: never exported again
+    assert int8.read_bytes() != before[1]  # per-tensor weights: quantized again
+    assert "parity:onnx" in data["reused"] and "parity:onnx-int8" not in data["reused"]
+    # and back: the int8 graph of the first settings is made again, the graph still taken
+    write_recipe(recipe, folder, **BASE)
+    again = next(s for s in _build(recipe, out)["stages"] if s["stage"] == "onnx")
+    assert again["reused_parts"] == ["export"] and int8.read_bytes() == before[1]
+    assert _build(recipe, out, "--force-stage", "onnx")["stages"][0]["reused_parts"] == []  # forced: nothing taken

@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from pipeline import recipe as recipe_mod
 from pipeline.cli import main
 from tests.conftest import REPO
+from tests.tiny import write_recipe
 
 GOOD = """\
 name: tiny
@@ -161,3 +162,18 @@ def test_committed_recipes_are_valid_and_portable(path: Path) -> None:
     if r.source.path is not None:
         assert not Path(r.source.path).is_absolute(), "committed recipes use paths relative to the recipe"
     assert "/home/" not in path.read_text() and "/root/" not in path.read_text()
+
+
+@pytest.mark.parametrize("targets,refused", [({"torchscript": {}}, False), ({"onnx": {}}, True),
+                                             ({"onnx": {}, "torch_export": {}}, True)])
+def test_only_a_target_needing_optimums_onnx_exporter_refuses_a_model_it_does_not_support(
+        tmp_path: Path, targets: dict, refused: bool) -> None:
+    """funnel has no ONNX config in optimum: a recipe without the onnx target is not refused for it."""
+    from pipeline.errors import UnsupportedModelError
+
+    recipe = recipe_mod.load(write_recipe(tmp_path / "r.yaml", tmp_path, targets=targets))
+    if not refused:
+        recipe_mod.check_task(recipe, model_type="funnel")
+        return
+    with pytest.raises(UnsupportedModelError, match="model type 'funnel' is not supported by optimum's ONNX exporter"):
+        recipe_mod.check_task(recipe, model_type="funnel")

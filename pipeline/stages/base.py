@@ -7,17 +7,20 @@ torch and friends inside ``run``/``runner`` only, so that reading a recipe stays
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, TypeVar
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
-import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 
-if TYPE_CHECKING:
-    from pipeline.recipe import Recipe
-    from pipeline.source import LoadedSource
+from pipeline.artifact import Artifact, Inputs, Outputs, Runner
+from pipeline.gate import EXACT, Gate
+from pipeline.loaded import LoadedSource
+
+__all__ = ["Artifact", "Gate", "Inputs", "NoParts", "Outputs", "Parts", "RecipeView", "Runner", "Stage",
+           "StageContext", "StageParams",
+           "get_stage", "register_stage", "registered_stages", "unregister_stage"]
 
 
 class StageParams(BaseModel):
@@ -26,64 +29,50 @@ class StageParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
-class Gate(BaseModel):
-    """Tolerances an artifact's outputs must meet against the eager model.
+class RecipeView(Protocol):
+    """What a stage may read of the recipe (a :class:`pipeline.recipe.Recipe` is one). The recipe is a
+    layer above the stages (its schema is made from this registry), so it is named by its shape."""
 
-    ``atol``/``rtol`` apply elementwise as ``|a - e| <= atol + rtol * |e|``; ``min_cosine`` to the
-    cosine similarity of each sample's flattened output; ``min_pooled_cosine`` to the cosine of
-    each sample's mean-pooled token embeddings (attention mask applied, as sentence-transformers
-    pools); ``min_argmax_agreement`` to the share of positions whose argmax over the last axis
-    agrees (only for outputs named ``*logits``). A field left out (None) is not gated. ``batches``
-    says which golden batches the gate applies to; metrics are reported for all of them.
-    """
+    @property
+    def name(self) -> str: ...
 
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-    atol: float | None = Field(default=None, ge=0, description="absolute tolerance")
-    rtol: float | None = Field(default=None, ge=0, description="relative tolerance")
-    min_cosine: float | None = Field(default=None, ge=-1, le=1,
-                                     description="lowest per-sample cosine similarity")
-    min_pooled_cosine: float | None = Field(default=None, ge=-1, le=1,
-                                            description="lowest per-sample cosine of mean-pooled embeddings")
-    min_argmax_agreement: float | None = Field(default=None, ge=0, le=1,
-                                               description="lowest share of equal argmax (logits)")
-    batches: Literal["all", "texts"] = Field(
-        default="all", description="gate every golden batch, or only the recipe's real texts")
-
-    def merged(self, override: Gate | None) -> Gate:
-        """This gate with the fields ``override`` sets replacing ours."""
-        if override is None:
-            return self
-        return self.model_copy(update=override.model_dump(exclude_unset=True))
+    @property
+    def task(self) -> str: ...
 
 
-Inputs = Mapping[str, np.ndarray]
-Outputs = dict[str, np.ndarray]
-Runner = Callable[[Inputs], Outputs]
+class Parts(Protocol):
+    """The steps inside one stage (the ONNX target's exported graph and each variant derived from it),
+    each keyed by the one rule (:class:`pipeline.steps.Step`): a part whose key matches the stage's
+    previous output, and whose files still hash as recorded, is taken from it instead of made again."""
+
+    def take(self, part: str, key: str) -> list[str] | None:
+        """Link the files ``part`` made into the workdir if the previous output made them with ``key``
+        and they are intact; their names, or None (then make them, and say so with :meth:`made`)."""
+        ...
+
+    def made(self, part: str, key: str, files: Sequence[str]) -> None:
+        """``part``, keyed ``key``, made ``files`` (names in the workdir)."""
+        ...
+
+
+class NoParts:
+    """Nothing to take (a first build, ``--force``, a test): every part is made."""
+
+    def take(self, part: str, key: str) -> list[str] | None:
+        return None
+
+    def made(self, part: str, key: str, files: Sequence[str]) -> None:
+        pass
 
 
 @dataclass(frozen=True)
 class StageContext:
     """What a stage gets to work with. ``workdir`` is empty, private and renamed into place later."""
 
-    recipe: Recipe
+    recipe: RecipeView
     source: LoadedSource
     workdir: Path
-
-
-@dataclass(frozen=True)
-class Artifact:
-    """One runnable output of a stage: its files (relative to the stage folder) and how to run it."""
-
-    name: str
-    files: tuple[str, ...]
-    metadata: dict[str, Any] = field(default_factory=dict)
-    # True where the artifact's outputs at padding positions are undefined by design (e.g. nested
-    # tensors skip them): parity then compares token-level outputs at real tokens only.
-    skips_padding: bool = False
-    # True where the recipe marked this artifact optional: a failed gate is reported, the artifact
-    # is not packaged, and the build still succeeds.
-    optional: bool = False
+    parts: Parts = field(default_factory=NoParts)
 
 
 P = TypeVar("P", bound=StageParams)
@@ -96,10 +85,21 @@ class Stage(Generic[P]):
     name: ClassVar[str]
     params_model: ClassVar[type[StageParams]]
     version: ClassVar[int] = 1
-    default_gate: ClassVar[Gate] = Gate(atol=1e-4, rtol=1e-4, min_cosine=0.9999,
-                                        min_argmax_agreement=1.0)
+    default_gate: ClassVar[Gate] = EXACT
     description: ClassVar[str] = ""
     package_folder: ClassVar[str] = ""  # folder of the package holding this stage's files; "" = name
+    # optimum's exporter registry this target needs (TasksManager's name, and how messages name it), if any
+    exporter: ClassVar[str | None] = None
+    exporter_label: ClassVar[str] = ""
+    # distributions whose versions shape this target's output and runs, beyond those that shape every step
+    # (pipeline.versions.BASE): they enter its fingerprint and its parity's
+    libraries: ClassVar[tuple[str, ...]] = ()
+    # the model card's library_name when this target's files are packaged (the first target's that names one)
+    library_name: ClassVar[str | None] = None
+    card_tags: ClassVar[tuple[str, ...]] = ()  # model card tags its packaged files earn (its name is always one)
+    # model types this target claims by a map of its own (tests/test_completeness.py holds it to them);
+    # () where it takes what its exporter or tracer takes
+    architectures: ClassVar[tuple[str, ...]] = ()
 
     def artifact_names(self, params: P) -> list[str]:
         """Names of the artifacts ``run`` will produce for these params (used to check gates)."""
@@ -113,16 +113,50 @@ class Stage(Generic[P]):
         """Refuse a model this target cannot build, from its config.json alone (``task`` as the recipe
         writes it), before the build loads anything. Raises UnsupportedModelError; the default accepts."""
 
+    def check_exporter(self, model_type: str, task: str, shown: str | None = None) -> tuple[str, str] | None:
+        """Whether the optimum exporter this target needs (``exporter``) supports ``model_type`` and
+        ``task`` (optimum's name; ``shown`` as the recipe writes it): None, or the recipe field at fault
+        and why. Imports optimum: called when the source is loaded, not when a recipe is read."""
+        if self.exporter is None:
+            return None
+        from optimum.exporters.tasks import TasksManager
+
+        self.register_exporter_configs()
+        label = self.exporter_label or self.exporter
+        supported_types = TasksManager._LIBRARY_TO_SUPPORTED_MODEL_TYPES["transformers"]
+        if self.exporter not in supported_types.get(model_type, {}):
+            return "source", f"model type {model_type!r} is not supported by optimum's {label} exporter"
+        supported = TasksManager.get_supported_tasks_for_model_type(model_type, self.exporter,
+                                                                    library_name="transformers")
+        if task not in supported:
+            return "task", (f"{shown or task!r} is not supported by the {label} exporter for model type "
+                            f"{model_type!r} (supported: {', '.join(sorted(supported))})")
+        return None
+
+    def register_exporter_configs(self) -> None:
+        """Import what registers ``exporter``'s per-model-type configs with optimum's TasksManager."""
+
     def run(self, ctx: StageContext, params: P) -> list[Artifact]:
         raise NotImplementedError
 
     def runner(self, stage_dir: Path, artifact: Artifact, threads: int | None = None) -> Runner:
         """A callable that runs ``artifact`` (found under ``stage_dir``) on numpy inputs.
 
-        ``threads`` fixes the runtime's intra-op thread count (torch runners use the process-wide
-        ``torch.set_num_threads`` instead, which the caller sets).
+        Every stage takes ``threads``: it fixes the runtime's intra-op thread count where the runtime
+        has a per-session setting (onnxruntime); torch runners ignore it and run with the process-wide
+        ``torch.set_num_threads`` the caller sets.
         """
         raise NotImplementedError
+
+    def usage(self, repo: str, task: str, artifacts: Mapping[str, Mapping[str, Any]],
+              recommended: str | None) -> list[str]:
+        """Markdown lines for the model card: how a consumer loads this target's packaged artifacts
+        (``artifacts``: their manifest entries, by name; ``repo``: the Hub id or the package's name)."""
+        return []
+
+    def card_section(self, artifacts: Mapping[str, Mapping[str, Any]]) -> list[str]:
+        """Markdown lines the model card adds after the parity table about this target's packaged files."""
+        return []
 
 
 _REGISTRY: dict[str, type[Stage[Any]]] = {}

@@ -29,6 +29,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from pipeline.batches import EXPORT_SHAPE
 from pipeline.errors import UnsupportedModelError
 from pipeline.stages import torch_common
 from pipeline.stages.base import Artifact, Runner, Stage, StageContext, StageParams, register_stage
@@ -142,6 +143,12 @@ class BetterTransformer(Stage[BetterTransformerParams]):
     version = 3  # 2: metadata names the token-level outputs; 3: same bytes in every process and checkout
     description = "encoder layers on PyTorch's fused nn.TransformerEncoder fastpath (nested tensors skip padding)"
     package_folder = "bettertransformer"
+    library_name = "pytorch"
+    architectures = tuple(LAYER_MAPS)
+
+    def usage(self, repo: str, task: str, artifacts: Mapping[str, Mapping[str, Any]],
+              recommended: str | None) -> list[str]:
+        return [line for name, a in artifacts.items() for line in torch_common.jit_usage(name, repo, a["files"][0])]
 
     def check(self, params: BetterTransformerParams, config: Mapping[str, Any], task: str) -> None:
         model_type = str(config.get("model_type", "?"))
@@ -194,8 +201,6 @@ class BetterTransformer(Stage[BetterTransformerParams]):
     def _sdpa_fallback(self, ctx: StageContext) -> list[Artifact]:
         """transformers' SDPA-attention model, traced and frozen like the torchscript target."""
         import torch
-
-        from pipeline.parity import EXPORT_SHAPE
 
         source = ctx.source
         names = torch_common.input_names(self.name, source)

@@ -57,17 +57,21 @@ import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
+import numpy as np
 from pydantic import Field, field_validator
 
 from pipeline import cpu
-from pipeline.errors import StageError
+from pipeline.errors import StageError, UnsupportedModelError
+from pipeline.gate import lossy_gate
+from pipeline.loaded import LoadedSource
 from pipeline.pooling import OUTPUT as POOLED_OUTPUT
-from pipeline.stages.base import Artifact, Gate, Runner, Stage, StageContext, StageParams, register_stage
-
-if TYPE_CHECKING:
-    from pipeline.source import LoadedSource
+from pipeline.pooling import TOKEN_OUTPUT, pool
+from pipeline.stages import onnx_generation
+from pipeline.stages.base import Artifact, Gate, NoParts, Runner, Stage, StageContext, StageParams, register_stage
+from pipeline.steps import Step
+from pipeline.tasks import GENERATION, IMAGE, SEQ2SEQ, SYNONYMS, TEXT, task_kind
 
 ONNX_FILE = "model.onnx"
 Variant = Literal["fp32", "optimized", "int8", "fp16", "int8-arm64", "int8-avx2", "int8-avx512", "int8-avx512_vnni"]
@@ -106,6 +110,18 @@ LOSSY: frozenset[str] = frozenset({"fp16", *INT8})
 EXACT_INT8_SESSION = {"session.x64quantprecision": "1"}  # onnxruntime: U8U8 (exact) in place of U8S8 on x86
 ENCODER_FILE, MERGED_DECODER_FILE = "encoder_model.onnx", "decoder_model_merged.onnx"
 UNMERGED_DECODER_FILES = ("decoder_model.onnx", "decoder_with_past_model.onnx")
+# optimum's ORTModel class per task (model card usage; the tests load packages with them)
+ORT_CLASSES = {
+    "feature-extraction": "ORTModelForFeatureExtraction",
+    "sentence-similarity": "ORTModelForFeatureExtraction",  # optimum's synonym of feature-extraction
+    "text-classification": "ORTModelForSequenceClassification",
+    "token-classification": "ORTModelForTokenClassification",
+    "question-answering": "ORTModelForQuestionAnswering",
+    "fill-mask": "ORTModelForMaskedLM",
+    "text-generation": "ORTModelForCausalLM",
+    "text2text-generation": "ORTModelForSeq2SeqLM",
+    "image-classification": "ORTModelForImageClassification",
+}
 
 
 class OptimizationParams(StageParams):
@@ -178,55 +194,72 @@ class OnnxExport(Stage[OnnxParams]):
     version = 3  # 3: int8 weights QUInt8 by default; per-CPU int8 variants; numerics in the metadata
     description = "ONNX graphs exported by optimum-onnx, run with onnxruntime"
     package_folder = "onnx"  # where optimum's ORTModel (subfolder="onnx") and transformers.js look
+    exporter, exporter_label = "onnx", "ONNX"
+    libraries = ("optimum", "optimum-onnx", "onnx", "onnxruntime")
+    library_name = "onnx"
+    card_tags = ("onnx", "optimum", "transformers.js")
+
+    def register_exporter_configs(self) -> None:
+        import optimum.exporters.onnx.model_configs  # noqa: F401  (registers the ONNX configs per model type)
 
     def artifact_names(self, params: OnnxParams) -> list[str]:
         return [artifact_name(v) for v in params.variants]
 
     def gate_for(self, artifact: str, task: str) -> Gate:
-        """fp32-class graphs elementwise; lossy ones in task terms, on the recipe's real texts (on
-        every batch for image tasks, which have no texts)."""
-        from pipeline.parity import task_kind
-
-        variant = artifact.removeprefix("onnx-") if artifact != "onnx" else "fp32"  # e.g. onnx-int8-avx2
-        if variant not in LOSSY:
-            return self.default_gate
-        if task == "feature-extraction":
-            return Gate(min_pooled_cosine=0.99, batches="texts")
-        return Gate(min_argmax_agreement=1.0, atol=0.1, rtol=0.0,
-                    batches="all" if task_kind(task) == "image" else "texts")
+        """fp32-class graphs elementwise; lossy ones in task terms (:func:`pipeline.gate.lossy_gate`)."""
+        variant = artifact.removeprefix(f"{self.name}-") if artifact != self.name else "fp32"  # e.g. onnx-int8-avx2
+        return lossy_gate(task) if variant in LOSSY else self.default_gate
 
     def check(self, params: OnnxParams, config: Mapping[str, Any], task: str) -> None:
-        from pipeline.errors import UnsupportedModelError
-        from pipeline.parity import task_kind
-
         others = [v for v in params.variants if v != "fp32"]
-        if others and task_kind(task) in ("generation", "seq2seq"):
+        if others and task_kind(task) in (GENERATION, SEQ2SEQ):
             raise UnsupportedModelError(
                 f"targets.onnx.variants: {', '.join(others)} not supported for "
                 f"{config.get('model_type')}/{task} (the variants are built for single-graph encoder and vision "
                 "tasks; a generation task gets the fp32 graphs optimum's ORTModel loads): use variants: [fp32]")
 
     def run(self, ctx: StageContext, params: OnnxParams) -> list[Artifact]:
-        from pipeline.parity import task_kind
-
         work = ctx.workdir
         kind = task_kind(ctx.source.task)
         self.check(params, {"model_type": ctx.source.model_type}, ctx.source.task)
-        with _quiet():
-            self._export(ctx, params)
-        if kind == "seq2seq":
+        # the exported graph and each variant are parts of their own (ctx.parts): a variant's key is its own
+        # settings and the graph's key, so an int8 setting re-quantizes int8 only (single-graph tasks)
+        parts = ctx.parts if kind not in (GENERATION, SEQ2SEQ) else NoParts()
+        pooling = ctx.source.pooling.to_json() if ctx.source.pooling is not None else None
+        graph_key = Step("onnx-export", version=self.version, params={"opset": params.opset, "task": ctx.source.task,
+                                                                      "pooling": pooling},
+                         inputs={"source": ctx.source.resolved.fingerprint}, libraries=self.libraries).key()
+
+        def variant_key(variant: str, settings: Any) -> str:
+            return Step("onnx-variant", version=self.version, params={"variant": variant, "settings": settings},
+                        inputs={"graph": graph_key}, libraries=self.libraries).key()
+
+        if parts.take("export", graph_key) is None:
+            with _quiet():
+                self._export(ctx, params)
+            parts.made("export", graph_key, _graph_files(work, ONNX_FILE))
+        if kind == SEQ2SEQ:
             return [self._seq2seq_artifact(ctx, params)]
         with _quiet():
             built = {"fp32": ONNX_FILE}
-            if {"optimized", "fp16"} & set(params.variants):
+            for variant, fp16 in (("optimized", False), ("fp16", True)):
+                if variant not in params.variants:
+                    continue
+                key = variant_key(variant, params.optimization.model_dump(mode="json"))
+                if parts.take(variant, key) is not None:
+                    built[variant] = VARIANT_FILES[variant]
+                    continue
                 ctx.source.config.save_pretrained(work)  # optimum's optimizer reads the model type from it
-                if "optimized" in params.variants:
-                    built["optimized"] = self._optimize(work, params, fp16=False)
-                if "fp16" in params.variants:
-                    built["fp16"] = self._optimize(work, params, fp16=True)
-            int8 = [v for v in params.variants if v in INT8]
+                built[variant] = self._optimize(work, params, fp16=fp16)
+                parts.made(variant, key, _graph_files(work, built[variant]))
+            int8_key = {v: variant_key(v, params.int8.model_dump(mode="json")) for v in params.variants if v in INT8}
+            int8 = [v for v, key in int8_key.items() if parts.take(v, key) is None]
+            built.update({v: VARIANT_FILES[v] for v in int8_key if v not in int8})
             if int8:
-                built.update(self._quantize(ctx, params, int8))
+                made = self._quantize(ctx, params, int8)
+                built.update(made)
+                for variant in int8:
+                    parts.made(variant, int8_key[variant], _graph_files(work, made[variant]))
         (work / "config.json").unlink(missing_ok=True)
         if "fp32" not in params.variants:  # the base graph of the others, not an artifact itself
             (work / ONNX_FILE).unlink()
@@ -242,7 +275,7 @@ class OnnxExport(Stage[OnnxParams]):
                 metadata["numerics"] = int8_numerics(weights, reduce_range)
                 if variant in INT8_PRESETS:
                     metadata["suits"] = INT8_PRESETS[variant].suits
-            if kind == "generation":
+            if kind == GENERATION:
                 metadata["decoding"] = DECODING
             if ctx.source.pooling is not None:  # how the sentence_embedding output pools, and who said so
                 metadata[POOLED_OUTPUT] = ctx.source.pooling.to_json()
@@ -325,11 +358,84 @@ class OnnxExport(Stage[OnnxParams]):
             shutil.rmtree(tmp, ignore_errors=True)
         return built
 
+    def usage(self, repo: str, task: str, artifacts: Mapping[str, Mapping[str, Any]],
+              recommended: str | None) -> list[str]:
+        """optimum's ORTModel class for the task, onnxruntime alone, transformers.js (encoder tasks); optimum's
+        classes for generation and vision, which drive several steps or take pixels."""
+        out: list[str] = []
+        onnx = dict(artifacts)
+        folder = self.package_folder
+        kind = task_kind(task)
+        if onnx and kind != TEXT:  # generation drives several steps, vision takes pixels: optimum's classes do it
+            ort_class = ORT_CLASSES.get(task.removesuffix("-with-past"), "ORTModel")
+            if kind == IMAGE:
+                prep = ["from transformers import AutoImageProcessor", "",
+                        f'processor = AutoImageProcessor.from_pretrained("{repo}")',
+                        f'model = {ort_class}.from_pretrained("{repo}", subfolder="{folder}")',
+                        'logits = model(**processor(images=[image], return_tensors="pt")).logits']
+            else:
+                prep = ["from transformers import AutoTokenizer", "",
+                        f'tokenizer = AutoTokenizer.from_pretrained("{repo}")',
+                        f'model = {ort_class}.from_pretrained("{repo}", subfolder="{folder}")',
+                        'ids = model.generate(**tokenizer(["A man is eating food."], return_tensors="pt"), '
+                        "max_new_tokens=20, do_sample=False)",
+                        "print(tokenizer.batch_decode(ids, skip_special_tokens=True))"]
+            out += ["With optimum (`pip install optimum[onnxruntime]`):", "", "```python",
+                    f"from optimum.onnxruntime import {ort_class}", *prep, "```", ""]
+        elif onnx:
+            pick = recommended if recommended in onnx else next(iter(onnx))
+            file = onnx[pick]["metadata"]["file"]
+            ort_class = ORT_CLASSES.get(task, "ORTModel")
+            out += ["With optimum (`pip install optimum[onnxruntime]`):", "", "```python",
+                    f"from optimum.onnxruntime import {ort_class}", "from transformers import AutoTokenizer", "",
+                    f'tokenizer = AutoTokenizer.from_pretrained("{repo}")',
+                    f'model = {ort_class}.from_pretrained("{repo}", subfolder="{folder}", file_name="{file}")',
+                    'outputs = model(**tokenizer(["A man is eating food."], return_tensors="pt"))', "```", "",
+                    "With onnxruntime alone:", "", "```python", "import numpy as np, onnxruntime as ort",
+                    "from huggingface_hub import hf_hub_download", "from tokenizers import Tokenizer", "",
+                    f'session = ort.InferenceSession(hf_hub_download("{repo}", "{folder}/{file}"))',
+                    f'tokenizer = Tokenizer.from_file(hf_hub_download("{repo}", "tokenizer.json"))',
+                    'enc = tokenizer.encode("A man is eating food.")',
+                    "feed = {'input_ids': np.array([enc.ids]), 'attention_mask': np.array([enc.attention_mask]),",
+                    "        'token_type_ids': np.array([enc.type_ids])}",
+                    "names = {i.name for i in session.get_inputs()}",
+                    "outputs = session.run(None, {k: v for k, v in feed.items() if k in names})",
+                    *(["(embedding,) = session.run(['sentence_embedding'], "
+                       "{k: v for k, v in feed.items() if k in names})  # pooled (and normalized) in the graph"]
+                      if POOLED_OUTPUT in onnx[pick]["metadata"].get("outputs", []) else []), "```", "",
+                    "With transformers.js:", "", "```js", 'import { pipeline } from "@huggingface/transformers";',
+                    # transformers.js has no sentence-similarity pipeline: optimum's synonym is feature-extraction
+                    f'const pipe = await pipeline("{SYNONYMS.get(task, task)}", '
+                    f'"{repo}"' + (', { dtype: "q8" }' if artifact_name("int8") in onnx else "")
+                    + ");", 'const out = await pipe("A man is eating food.");', "```", ""]
+        return out
+
+    def card_section(self, artifacts: Mapping[str, Mapping[str, Any]]) -> list[str]:
+        """Which CPUs each int8 file suits and computes exactly."""
+        lines: list[str] = []
+        int8 = {art: entry for art, entry in artifacts.items() if "numerics" in entry.get("metadata", {})}
+        if int8:
+            lines += ["### int8 files and CPUs", "",
+                      "int8 numbers depend on the CPU's kernels: onnxruntime's U8S8 kernels (QInt8 weights) are exact "
+                      "on "
+                      "x86-64 with VNNI or AMX and on ARM64, and can saturate on x86-64 without VNNI; U8U8 (QUInt8 "
+                      "weights) and 7-bit weights are exact everywhere.", "",
+                      "| artifact | file | weights | meant for | exact on | gated with |",
+                      "| --- | --- | --- | --- | --- | --- |"]
+            for art, entry in int8.items():
+                meta = entry["metadata"]
+                n = meta["numerics"]
+                default_suits = "any CPU" if n["exact_on"] == "every CPU" else "VNNI/AMX or ARM64"
+                weights = n["weights"] + (" (7-bit)" if n.get("reduce_range") else "")
+                lines.append(f"| `{art}` | `{entry['folder']}/{meta['file']}` | {weights} | "
+                             f"{meta.get('suits', default_suits)} | "
+                             f"{n['exact_on']} | {n['gated_with']} |")
+            lines.append("")
+        return lines
+
     def runner(self, stage_dir: Path, artifact: Artifact, threads: int | None = None) -> Runner:
         meta = artifact.metadata
         if "decoding" in meta:  # a generation task: greedy decoding, step by step with the graph's cache
-            from pipeline.stages import onnx_generation
-
             if "encoder" in meta:
                 return onnx_generation.seq2seq_runner(stage_dir / meta["encoder"], stage_dir / meta["file"],
                                                       meta["decoder_start_token_id"], threads=threads)
@@ -356,8 +462,6 @@ def pooled_onnx_config(source: LoadedSource) -> Any:
     pooling wraps the patched forward optimum traces, so it is traced into the same graph.
     """
     from optimum.exporters.tasks import TasksManager
-
-    from pipeline.pooling import TOKEN_OUTPUT, pool
 
     pooling = source.pooling
     assert pooling is not None
@@ -391,7 +495,7 @@ def pooled_onnx_config(source: LoadedSource) -> Any:
     missing = [what for what, present in (("input attention_mask", "attention_mask" in config.inputs),
                                           (f"output {TOKEN_OUTPUT}", TOKEN_OUTPUT in config.outputs)) if not present]
     if missing:
-        raise StageError("onnx", f"sentence_embedding: optimum's ONNX config for {source.model_type} "
+        raise StageError(OnnxExport.name, f"sentence_embedding: optimum's ONNX config for {source.model_type} "
                                  f"({source.task}) has no {', '.join(missing)} to pool with")
     return config
 
@@ -454,6 +558,11 @@ def _quiet() -> Iterator[None]:
                 lg.setLevel(level)
 
 
+def _graph_files(folder: Path, file: str) -> list[str]:
+    """A graph's file and its external data files (``model.onnx``, ``model.onnx_data``…)."""
+    return sorted(p.name for p in folder.glob(f"{file}*"))
+
+
 def _io_names(path: Path) -> dict[str, list[str]]:
     import onnx
 
@@ -469,11 +578,7 @@ def ort_runner(path: Path, threads: int | None = None, session_config: Mapping[s
     Inputs the graph does not take are ignored; integer inputs are cast to the graph's type.
     ``session_config`` entries are added to the session options (an int8 graph's exact-arithmetic setting).
     """
-    import numpy as np
-
-    from pipeline.stages.onnx_generation import session as open_session
-
-    session = open_session(path, threads, session_config)
+    session = onnx_generation.session(path, threads, session_config)
     types = {i.name: i.type for i in session.get_inputs()}
     output_names = [o.name for o in session.get_outputs()]
     dtypes = {"tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(float)": np.float32}

@@ -20,11 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.stages.base import Outputs, Runner
-
-GENERATED = "generated_ids"
-STEP_LOGITS = "step_logits"
-MAX_NEW_TOKENS = "max_new_tokens"  # golden input: how many greedy steps to take
+from pipeline import settings
+from pipeline.artifact import Outputs, Runner
+from pipeline.batches import GENERATED, MAX_NEW_TOKENS, STEP_LOGITS
 
 
 def session(path: Path, threads: int | None, session_config: Mapping[str, str] | None = None) -> Any:
@@ -34,8 +32,6 @@ def session(path: Path, threads: int | None, session_config: Mapping[str, str] |
     int8 graph's exact-arithmetic setting) and ``CONVERT_ORT_SESSION_CONFIG``'s are added to the options.
     """
     import onnxruntime as ort
-
-    from pipeline import settings
 
     options = ort.SessionOptions()
     options.log_severity_level = 3

@@ -17,15 +17,21 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.artifact import Runner
+from pipeline.batches import EXPORT_SHAPE, TEXT_INPUTS, synthetic_batch
 from pipeline.errors import StageError, UnsupportedModelError
-from pipeline.stages.base import Runner
+from pipeline.loaded import LoadedSource
+from pipeline.tasks import TEXT_TASKS, one_forward
 
-# The inputs a text model's golden batches carry (pipeline.parity.synthetic_batch makes these).
-TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
-TEXT_TASKS = ("feature-extraction", "text-classification", "token-classification", "question-answering",
-              "fill-mask")
 JIT_DEPRECATED = ("torch.jit is deprecated since torch 2.10 (trace, script, save and load warn on every call); "
                   "this artifact still loads with torch.jit.load today, but prefer the torch_export target")
+
+
+def jit_usage(name: str, repo: str, file: str) -> list[str]:
+    """Model card lines: load a torch.jit archive of the package with torch alone."""
+    return [f"`{name}` with torch alone:", "", "```python", "import torch",
+            "from huggingface_hub import hf_hub_download", "",
+            f'module = torch.jit.load(hf_hub_download("{repo}", "{file}"))', "```", ""]
 
 
 def check_model(stage: str, config: Mapping[str, Any], task: str | None = None) -> None:
@@ -44,13 +50,12 @@ def check_model(stage: str, config: Mapping[str, Any], task: str | None = None) 
     if config.get("is_encoder_decoder"):
         raise UnsupportedModelError(f"{stage}: model type {model_type!r} is an encoder-decoder; {supported}; "
                                     "use the onnx target for it")
-    base = (task or "").removesuffix("-with-past")
-    if base in ("text-generation", "text2text-generation", "multiple-choice") or base.startswith("image-"):
+    if not one_forward(task):
         raise UnsupportedModelError(f"{stage}: task {task!r} ({model_type}) is not supported; {supported}; "
                                     "use the onnx target for it")
 
 
-def input_names(stage: str, source: Any) -> list[str]:
+def input_names(stage: str, source: LoadedSource) -> list[str]:
     """The model inputs, in the order the artifact takes them: the tokenizer's, that forward accepts.
 
     Raises:
@@ -67,18 +72,14 @@ def input_names(stage: str, source: Any) -> list[str]:
     return names
 
 
-def example_inputs(source: Any, names: Sequence[str], shape: tuple[int, int]) -> dict[str, np.ndarray]:
+def example_inputs(source: LoadedSource, names: Sequence[str], shape: tuple[int, int]) -> dict[str, np.ndarray]:
     """A padded batch of ordinary tokens from the recipe's tokenizer, at ``shape`` (the trace shape)."""
-    from pipeline.parity import synthetic_batch
-
     return synthetic_batch(source.tokenizer, set(names), shape[0], shape[1], np.random.default_rng(0))
 
 
-def loaded_io(stage: str, source: Any) -> tuple[list[str], dict[str, np.ndarray], list[str]]:
+def loaded_io(stage: str, source: LoadedSource) -> tuple[list[str], dict[str, np.ndarray], list[str]]:
     """For a stage that traces or exports the loaded model: refuse an unsupported model, then its input
     names (in forward order), example inputs at the export shape, and the output names they give."""
-    from pipeline.parity import EXPORT_SHAPE
-
     check_model(stage, source.config.to_dict(), source.task)
     names = input_names(stage, source)
     example = example_inputs(source, names, EXPORT_SHAPE)

@@ -30,6 +30,15 @@ class TorchExport(Stage[TorchExportParams]):
     version = 2  # 2: no stack traces (absolute paths) in the saved program
     description = "torch.export.export with dynamic batch and sequence, run with torch.export.load"
     package_folder = "torch_export"
+    library_name = "pytorch"
+
+    def usage(self, repo: str, task: str, artifacts: Mapping[str, Mapping[str, Any]],
+              recommended: str | None) -> list[str]:
+        return [line for name, a in artifacts.items() for line in (
+            f"`{name}` with torch alone:", "", "```python", "import torch",
+            "from huggingface_hub import hf_hub_download", "",
+            f'program = torch.export.load(hf_hub_download("{repo}", "{a["files"][0]}"))',
+            "module = program.module()", "```", "")]
 
     def check(self, params: TorchExportParams, config: Mapping[str, Any], task: str) -> None:
         torch_common.check_model(self.name, config, task)

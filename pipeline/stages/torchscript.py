@@ -16,6 +16,7 @@ from typing import Any
 
 from pydantic import Field
 
+from pipeline.batches import EXPORT_SHAPE
 from pipeline.stages import torch_common
 from pipeline.stages.base import Artifact, Runner, Stage, StageContext, StageParams, register_stage
 
@@ -34,14 +35,17 @@ class TorchScript(Stage[TorchScriptParams]):
     version = 2  # 2: the same bytes whatever the process compiled before
     description = "torch.jit.trace + freeze of the model, run with torch.jit.load"
     package_folder = "torchscript"
+    library_name = "pytorch"
+
+    def usage(self, repo: str, task: str, artifacts: Mapping[str, Mapping[str, Any]],
+              recommended: str | None) -> list[str]:
+        return [line for name, a in artifacts.items() for line in torch_common.jit_usage(name, repo, a["files"][0])]
 
     def check(self, params: TorchScriptParams, config: Mapping[str, Any], task: str) -> None:
         torch_common.check_model(self.name, config, task)
 
     def run(self, ctx: StageContext, params: TorchScriptParams) -> list[Artifact]:
         import torch
-
-        from pipeline.parity import EXPORT_SHAPE
 
         source = ctx.source
         names, example, outputs = torch_common.loaded_io(self.name, source)
