@@ -173,6 +173,10 @@ def build(recipe: Recipe, out: Path, *, on_event: Events | None = None, options:
         from pipeline import bench as bench_mod
 
         bench_mod.check_task(source.config.get("model_type", "?"), recipe.task)
+        if recipe.bench.traffic_batches:  # a missing bench.texts_file, too
+            from pipeline import traffic
+
+            traffic.read_texts(recipe)
     build_dir = out / recipe.name
     with build_lock(build_dir, emit):
         return _build(recipe, build_dir, source, emit, options or Options(), started)
@@ -279,8 +283,9 @@ def _build(recipe: Recipe, build_dir: Path, source: _Source, emit: Events, optio
     bench_report = None
     if not failures and recipe.bench.on_build:
         from pipeline import bench as bench_mod
+        from pipeline import traffic
 
-        settings_ = recipe.bench.settings()
+        settings_ = traffic.with_texts(recipe, recipe.bench.settings())
         bench_fp = fingerprint(kind="bench", settings=asdict(settings_), source=source.resolved.fingerprint, cpu=on_cpu,
                                artifacts={a.name: a.sha256 for a in passing})
         previous = _read_json(build_dir / bench_mod.BENCH_JSON)
@@ -426,6 +431,7 @@ def bench(recipe: Recipe, out: Path, *, settings: Any = None, on_event: Events |
 
     Raises:
         SourceError: the source cannot be loaded (eager is measured too).
+        RecipeError: ``bench.texts_file`` is missing, unreadable or outside the recipe's folder.
         PipelineError: there is no completed build to measure.
     """
     from pipeline import bench as bench_mod
@@ -435,6 +441,9 @@ def bench(recipe: Recipe, out: Path, *, settings: Any = None, on_event: Events |
     if not (build_dir / "parity.json").is_file():
         raise PipelineError(f"{build_dir}: no build to measure (run `convert build {recipe.path or recipe.name}` "
                             "first)")
+    from pipeline import traffic
+
+    settings = traffic.with_texts(recipe, settings or recipe.bench.settings())  # a bad texts file: before loading
     emit("source", f"loading {recipe.source.describe()}")
     loaded = source_mod.load(recipe, source_mod.resolve(recipe))
-    return bench_mod.run(build_dir, loaded, settings or recipe.bench.settings(), on_event=emit)
+    return bench_mod.run(build_dir, loaded, settings, on_event=emit)
