@@ -179,3 +179,21 @@ def test_committed_recipes_are_valid_and_portable(path: Path) -> None:
     if r.source.path is not None:
         assert not Path(r.source.path).is_absolute(), "committed recipes use paths relative to the recipe"
     assert "/home/" not in path.read_text() and "/root/" not in path.read_text()
+
+
+def test_validate_reads_the_bench_texts_file(tmp_path: Path) -> None:
+    path = tmp_path / "recipe.yaml"
+    path.write_text(GOOD + "bench: {texts_file: texts/traffic.txt}\n", encoding="utf-8")
+    result = CliRunner().invoke(main, ["validate", str(path)])
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (f"error: {path}:16:21: bench.texts_file: 'texts/traffic.txt': no such file in "
+                                     f"{tmp_path.resolve()}")
+    (tmp_path / "texts").mkdir()
+    (tmp_path / "texts" / "traffic.txt").write_bytes(b"\n  \n")
+    result = CliRunner().invoke(main, ["validate", str(path)])
+    assert result.exit_code == 2 and "holds no text (one text per line)" in result.stderr
+    (tmp_path / "texts" / "traffic.txt").write_bytes(b"caf\xe9\n")
+    result = CliRunner().invoke(main, ["validate", str(path)])
+    assert result.exit_code == 2 and "is not UTF-8 text (byte 3)" in result.stderr
+    (tmp_path / "texts" / "traffic.txt").write_text("A man is eating food.\nHi\n", encoding="utf-8")
+    assert CliRunner().invoke(main, ["validate", str(path)]).exit_code == 0
