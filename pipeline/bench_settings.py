@@ -14,4 +14,11 @@ class BenchSettings:
     padding: float = 0.0  # share of padding tokens in every row but the first
     threads: int = 2
     warmup: int = 3
-    runs: int = 10
+    runs: int = 10  # interleaved rounds: timed runs per artifact and workload
+    traffic_batches: tuple[int, ...] = (1, 8, 32)
+    texts: tuple[str, ...] = ()  # traffic mode's texts (none: traffic mode is skipped)
+    texts_source: str = ""  # where they came from, for the report
+    sort_by_length: bool = False
+    recommend_on: str = "primary"  # "primary" (the first shape) or "traffic"
+    confidence: float = 0.95
+    seed: int = 0

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import bench as bench_mod
-from pipeline import cpu, package, parity, settings
+from pipeline import cpu, package, parity, settings, traffic
 from pipeline import source as source_mod
 from pipeline.artifact import Outputs
 from pipeline.atomic import atomic_dir, link_or_copy, write_json
@@ -166,6 +166,8 @@ def build(recipe: Recipe, out: Path, *, on_event: Events | None = None, options:
         get_stage(name).check(params, source.config, recipe.task)
     if recipe.bench.on_build:  # a benchmark the build would fail at after all its work: refuse it now
         bench_mod.check_task(source.config.get("model_type", "?"), recipe.task)
+        if recipe.bench.traffic_batches:  # a missing bench.texts_file, too
+            traffic.read_texts(recipe)
     with build_lock(build_dir, emit):
         try:
             return _build(recipe, build_dir, source, emit, options or Options(), started, stat_cache)
@@ -288,7 +290,7 @@ def _build(recipe: Recipe, build_dir: Path, source: _Source, emit: Events, optio
     bench_report = None
     libraries = {lib for a in passing for lib in get_stage(a.stage).libraries}
     if not failures and recipe.bench.on_build:
-        settings_ = recipe.bench.settings()
+        settings_ = traffic.with_texts(recipe, recipe.bench.settings())
         bench_fp = Step("bench", params={"settings": asdict(settings_), "cpu": on_cpu},
                         inputs={"source": source.resolved.fingerprint,
                                 "artifacts": {a.name: a.sha256 for a in passing}}, libraries=libraries).key()
@@ -300,9 +302,8 @@ def _build(recipe: Recipe, build_dir: Path, source: _Source, emit: Events, optio
             reused.append("bench")
             bench_report = previous
         else:
-            gates = {name: report.passed for name, report in reports.items()}
             bench_report = bench_mod.run(build_dir, source.loaded, settings_, on_event=emit, fingerprint=bench_fp,
-                                         held=(gates, measured))
+                                         held=(parity_json["artifacts"], measured))
         timings["bench"] = time.perf_counter() - t
     if not failures:
         package_fp = Step("package", params={"recipe": recipe.digest()},
@@ -466,6 +467,7 @@ def bench(recipe: Recipe, out: Path, *, settings: BenchSettings | None = None,
 
     Raises:
         SourceError: the source cannot be loaded (eager is measured too).
+        RecipeError: ``bench.texts_file`` is missing, unreadable or outside the recipe's folder.
         PipelineError: there is no completed build to measure.
     """
     emit = on_event or (lambda step, message: None)
@@ -473,6 +475,7 @@ def bench(recipe: Recipe, out: Path, *, settings: BenchSettings | None = None,
     if not BuildDir(build_dir).parity.is_file():
         raise PipelineError(f"{build_dir}: no build to measure (run `convert build {recipe.path or recipe.name}` "
                             "first)")
+    settings = traffic.with_texts(recipe, settings or recipe.bench.settings())  # a bad texts file: before loading
     emit("source", f"loading {recipe.source.describe()}")
     loaded = source_mod.load(recipe, *source_mod.resolve_checked(recipe))
-    return bench_mod.run(build_dir, loaded, settings or recipe.bench.settings(), on_event=emit)
+    return bench_mod.run(build_dir, loaded, settings, on_event=emit)

@@ -119,20 +119,58 @@ def _body(repo: str, manifest: dict[str, Any], parity: dict[str, Any], bench: di
     for stage, entries in by_stage(artifacts).items():  # what a target says about its files (int8 and CPUs, …)
         lines += get_stage(stage).card_section(entries)
     if bench:
-        s = bench["settings"]
-        measured_on = f" Measured on: {summary(bench['cpu'])}." if bench.get("cpu") else ""
-        lines += ["## Benchmark", "",
-                  f"{s['threads']} threads, {s['warmup']} warm-up and {s['runs']} timed runs per shape, padding "
-                  f"{s['padding']:.0%}. Recommended: the fastest artifact that passed its gate at "
-                  f"{bench['primary_shape'][0]}x{bench['primary_shape'][1]}: **`{bench['recommended']}`**."
-                  + measured_on, "",
-                  "| artifact | shape | p50 ms | p90 ms | × eager | GFLOP/s |", "| --- | --- | --- | --- | --- | --- |"]
-        for r in bench["results"]:
-            lines.append(f"| `{r['artifact']}` | {r['shape'][0]}x{r['shape'][1]} | {r['p50_ms']:.1f} | "
-                         f"{r['p90_ms']:.1f} | {r['speedup_vs_eager']:.2f} | {r['gflops']:.1f} |")
-        lines += ["", "![latency per artifact](bench.png)", ""]
+        lines += _bench_section(bench)
     lines += ["## Usage", ""] + _usage(repo, task, artifacts, recommended)
     return "\n".join(lines) + "\n"
+
+
+def _interval(ci: list[float] | None) -> str:
+    return f"{ci[0]:.1f}–{ci[1]:.1f}" if ci else "-"
+
+
+def _bench_section(bench: dict[str, Any]) -> list[str]:
+    """Medians with their intervals, at fixed shapes and on real traffic, and how the recommendation was made."""
+    s = bench["settings"]
+    decision = bench.get("decision") or {}
+    level = f"{decision.get('confidence', 0.95):.0%}"
+    measured_on = f" Measured on: {summary(bench['cpu'])}." if bench.get("cpu") else ""
+    lines = ["## Benchmark", "",
+             f"{s['threads']} thread{'s' * (s['threads'] != 1)}, {s['warmup']} warm-up runs, then {s['runs']} rounds "
+             "that each run every "
+             "artifact once on every workload, the artifacts interleaved (ABC, BCA, CAB, …) so that a slow moment "
+             f"of the machine falls on all of them alike. Fixed shapes: padding {s['padding']:.0%}. Each figure is "
+             f"the median of the rounds with its {level} bootstrap interval." + measured_on, ""]
+    if decision:
+        lines += [f"Recommended: **`{bench['recommended']}`**, decided on the {decision['basis']}: "
+                  f"{decision['reason']}. The rule: {decision['rule']}.", ""]
+    else:
+        lines += [f"Recommended: **`{bench['recommended']}`**.", ""]
+    lines += [f"| artifact | shape | median ms | {level} interval | p90 ms | × eager | GFLOP/s |",
+              "| --- | --- | --- | --- | --- | --- | --- |"]
+    for r in bench["results"]:
+        lines.append(f"| `{r['artifact']}` | {r['shape'][0]}x{r['shape'][1]} | {r['p50_ms']:.1f} | "
+                     f"{_interval(r.get('ci_ms'))} | {r['p90_ms']:.1f} | {r['speedup_vs_eager']:.2f} | "
+                     f"{r['gflops']:.1f} |")
+    t = bench.get("traffic")
+    if t:
+        sizes = ", ".join(f"{x['batch_size']} ({x['batches']} batch{'es' * (x['batches'] != 1)}, "
+                          f"{x['padding_share']:.0%} padding)"
+                          for x in t["sets"])
+        order = "sorted longest first" if t["sort_by_length"] else "in their order"
+        lines += ["", "### Real traffic", "",
+                  f"{t['texts']} texts ({t['source']}), {order}, in batches of {sizes}, each batch padded to its "
+                  "own longest row as consumers do. Every artifact ran the same batches; a pass runs them all.", "",
+                  f"| artifact | batch size | ms per pass | {level} interval | ms per batch | sentences/s | × eager |",
+                  "| --- | --- | --- | --- | --- | --- | --- |"]
+        for r in t["results"]:
+            lines.append(f"| `{r['artifact']}` | {r['batch_size']} | {r['pass_ms']:.1f} | {_interval(r['ci_ms'])} | "
+                         f"{r['ms_per_batch']:.2f} | {r['sentences_per_s']:.1f} | {r['speedup_vs_eager']:.2f} |")
+    noise = bench.get("noise")
+    if noise and noise.get("max_ci_rel_width") is not None:
+        lines += ["", f"Noise seen: intervals {noise['median_ci_rel_width']:.1%} of the median wide (median), "
+                  f"{noise['max_ci_rel_width']:.1%} at most."]
+    lines += ["", "![latency per artifact](bench.png)", ""]
+    return lines
 
 
 def by_stage(artifacts: dict[str, Any]) -> dict[str, dict[str, Any]]:

@@ -226,11 +226,15 @@ def bench(recipe: Path, out: Path, runs: int | None, threads: int | None, as_jso
 @click.argument("recipe", type=click.Path(path_type=Path))
 @debug_option
 def validate(recipe: Path) -> None:
-    """Check RECIPE against the schema and optimum's task registry (loads no model)."""
+    """Check RECIPE against the schema, optimum's task registry and its bench.texts_file (loads no model)."""
     from pipeline import recipe as recipe_mod
 
     loaded = recipe_mod.load(recipe)
     recipe_mod.check_task(loaded)
+    if loaded.bench.texts_file is not None:
+        from pipeline import traffic
+
+        traffic.read_texts(loaded)
     targets = ", ".join(loaded.target_params())
     click.echo(f"{recipe}: ok ({loaded.name}: {loaded.task}; targets: {targets})")
 

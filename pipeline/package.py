@@ -110,7 +110,8 @@ def write(target: Path, *, recipe: Recipe, source: ResolvedSource, task: str, ar
         table = {**table, CARD: {"sha256": sha256_file(card), "size": card.stat().st_size}}
         manifest["files"] = {k: v for k, v in table.items() if k not in TIMING_FILES}
         manifest["timing"] = {
-            "bench": {k: bench[k] for k in ("settings", "primary_shape", "recommended", "results")} if bench else None,
+            "bench": {k: bench.get(k) for k in ("settings", "primary_shape", "recommended", "decision", "results",
+                                                "traffic", "noise")} if bench else None,
             "files": {k: v for k, v in table.items() if k in TIMING_FILES},
         }
         write_json(tmp / MANIFEST, manifest)

@@ -14,7 +14,7 @@ import re
 import types
 import typing
 from collections.abc import Iterable, Sequence
-from pathlib import Path
+from pathlib import Path, PurePath, PureWindowsPath
 from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
@@ -142,12 +142,53 @@ class Bench(Strict):
                            description="share of padding tokens in every row but the first")
     threads: int = Field(default=2, ge=1, le=256, description="intra-op threads for every runtime")
     warmup: int = Field(default=3, ge=0, le=1000)
-    runs: int = Field(default=10, ge=1, le=100000)
+    runs: int = Field(default=10, ge=1, le=100000,
+                      description="timed rounds: each runs every artifact once on every shape and traffic batch size, "
+                                  "the artifacts interleaved")
     on_build: bool = Field(default=False, description="run the benchmark as part of `convert build`")
+    traffic_batches: list[Annotated[int, Field(ge=1, le=1024)]] = Field(
+        default=[1, 8, 32], max_length=8,
+        description="traffic mode: batch sizes the texts are run in, each batch padded to its own longest row; "
+                    "[] turns traffic mode off")
+    texts_file: str | None = Field(
+        default=None, min_length=1,
+        description="traffic texts, one a line: a UTF-8 file inside the recipe's folder (default: validation.texts)")
+    sort_by_length: bool = Field(default=False, description="traffic mode: sort the texts longest first before "
+                                 "batching (as sentence-transformers' encode does), so a batch pads little")
+    recommend_on: Literal["primary", "traffic"] = Field(
+        default="primary", description="what the recommendation is decided on: the primary (first) shape, or "
+        "one pass over the traffic texts at every traffic batch size")
+    confidence: float = Field(default=0.95, ge=0.5, le=0.999,
+                              description="level of the bootstrap intervals around each median")
+    seed: int = Field(default=0, ge=0, description="seed of the bootstrap (the same timings give the same result)")
+
+    @field_validator("texts_file")
+    @classmethod
+    def _inside_the_recipe_folder(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        path = PurePath(value)
+        if path.is_absolute() or PureWindowsPath(value).is_absolute():
+            raise ValueError(f"must be a path relative to the recipe's folder (got the absolute path {value!r})")
+        if ".." in path.parts:
+            raise ValueError(f"must stay inside the recipe's folder (got {value!r}, which climbs out with '..')")
+        return value
+
+    @model_validator(mode="after")
+    def _traffic_to_decide_on(self) -> Bench:
+        if self.recommend_on == "traffic" and not self.traffic_batches:
+            raise ValueError("recommend_on: traffic needs traffic mode: give traffic_batches (e.g. [1, 8, 32])")
+        if len(set(self.traffic_batches)) != len(self.traffic_batches):
+            raise ValueError(f"traffic_batches lists a size twice (got {self.traffic_batches})")
+        if self.texts_file is not None and not self.traffic_batches:
+            raise ValueError("texts_file is for traffic mode, which traffic_batches: [] turns off")
+        return self
 
     def settings(self) -> BenchSettings:
         return BenchSettings(shapes=tuple(tuple(s) for s in self.shapes), padding=self.padding,  # type: ignore[misc]
-                             threads=self.threads, warmup=self.warmup, runs=self.runs)
+                             threads=self.threads, warmup=self.warmup, runs=self.runs,
+                             traffic_batches=tuple(self.traffic_batches), sort_by_length=self.sort_by_length,
+                             recommend_on=self.recommend_on, confidence=self.confidence, seed=self.seed)
 
 
 class SentenceEmbedding(Strict):

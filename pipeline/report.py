@@ -57,20 +57,44 @@ def print_parity(report: dict[str, Any]) -> None:
 
 
 def print_bench(report: dict[str, Any]) -> None:
-    """p50/p90, speed-up over eager, throughput, GFLOP/s, memory and size per artifact and shape."""
+    """Median with its interval, p90, speed-up over eager, throughput, GFLOP/s, memory and size per
+    artifact and shape; the traffic passes; and how the recommendation was made."""
     settings = report["settings"]
-    table = Table(title=f"benchmark ({settings['threads']} threads, {settings['runs']} runs, "
+    decision = report.get("decision") or {}
+    level = f"{decision.get('confidence', 0.95):.0%}"
+    table = Table(title=f"benchmark ({settings['threads']} threads, {settings['runs']} interleaved rounds, "
                         f"padding {settings['padding']:.0%})", title_justify="left")
-    for column in ("artifact", "shape", "p50 ms", "p90 ms", "× eager", "seq/s", "GFLOP/s", "peak +MB", "file MB"):
+    for column in ("artifact", "shape", "median ms", f"{level} interval", "p90 ms", "× eager", "seq/s", "GFLOP/s",
+                   "peak +MB", "file MB"):
         table.add_column(column, justify="left" if column in ("artifact", "shape") else "right")
     for r in report["results"]:
         star = " ★" if r["artifact"] == report["recommended"] else ""
+        ci = r.get("ci_ms")
         table.add_row(r["artifact"] + star, "x".join(map(str, r["shape"])), f"{r['p50_ms']:.1f}",
-                      f"{r['p90_ms']:.1f}", f"{r['speedup_vs_eager']:.2f}", f"{r['throughput']:.1f}",
-                      f"{r['gflops']:.1f}", _fmt(r["peak_extra_mb"], ".0f"), f"{r['file_mb']:.1f}")
+                      f"{ci[0]:.1f}–{ci[1]:.1f}" if ci else "-", f"{r['p90_ms']:.1f}",
+                      f"{r['speedup_vs_eager']:.2f}", f"{r['throughput']:.1f}", f"{r['gflops']:.1f}",
+                      _fmt(r["peak_extra_mb"], ".0f"), f"{r['file_mb']:.1f}")
     Console(width=140).print(table)
-    shape = "x".join(map(str, report["primary_shape"]))
-    Console().print(f"recommended at {shape}: {report['recommended'] or 'none (no artifact passed)'}")
+    traffic = report.get("traffic")
+    if traffic:
+        table = Table(title=f"real traffic ({traffic['texts']} texts from {traffic['source']}"
+                            f"{', sorted longest first' if traffic['sort_by_length'] else ''}; each batch padded "
+                            "to its own longest row)", title_justify="left")
+        for column in ("artifact", "batch size", "batches", "ms per pass", f"{level} interval", "ms per batch",
+                       "sentences/s", "× eager"):
+            table.add_column(column, justify="left" if column == "artifact" else "right")
+        for r in traffic["results"]:
+            star = " ★" if r["artifact"] == report["recommended"] else ""
+            table.add_row(r["artifact"] + star, str(r["batch_size"]), str(r["batches"]), f"{r['pass_ms']:.1f}",
+                          f"{r['ci_ms'][0]:.1f}–{r['ci_ms'][1]:.1f}", f"{r['ms_per_batch']:.2f}",
+                          f"{r['sentences_per_s']:.1f}", f"{r['speedup_vs_eager']:.2f}")
+        Console(width=140).print(table)
+    if decision:
+        Console().print(f"recommended: {report['recommended'] or 'none (no artifact passed)'}, decided on the "
+                        f"{decision['basis']}: {decision['reason']}", highlight=False)
+    else:
+        shape = "x".join(map(str, report["primary_shape"]))
+        Console().print(f"recommended at {shape}: {report['recommended'] or 'none (no artifact passed)'}")
 
 
 def print_summary(results: Any) -> None:

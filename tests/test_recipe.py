@@ -71,6 +71,24 @@ CASES = [
      [r":1:7: name: must be lowercase letters", r":7:12: targets\.onnx\.opset: must be >= 14"]),
     ("duplicate key", _edit("task: feature-extraction", "task: feature-extraction\ntask: fill-mask"),
      [r":5:1: task: duplicate key \(first given on line 4\)$"]),
+    ("bench texts_file absolute", GOOD + "bench: {texts_file: /etc/passwd}\n",
+     [r":16:21: bench\.texts_file: must be a path relative to the recipe's folder \(got the absolute path "
+      r"'/etc/passwd'\)$"]),
+    ("bench texts_file climbing out", GOOD + "bench: {texts_file: data/../../texts.txt}\n",
+     [r":16:21: bench\.texts_file: must stay inside the recipe's folder \(got 'data/\.\./\.\./texts\.txt', "
+      r"which climbs out with '\.\.'\)$"]),
+    ("bench traffic decision without traffic", GOOD + "bench: {recommend_on: traffic, traffic_batches: []}\n",
+     [r":16:8: bench: recommend_on: traffic needs traffic mode: give traffic_batches \(e\.g\. \[1, 8, 32\]\)$"]),
+    ("bench texts_file without traffic", GOOD + "bench: {texts_file: t.txt, traffic_batches: []}\n",
+     [r":16:8: bench: texts_file is for traffic mode, which traffic_batches: \[\] turns off$"]),
+    ("bench traffic batch size twice", GOOD + "bench: {traffic_batches: [8, 8]}\n",
+     [r":16:8: bench: traffic_batches lists a size twice \(got \[8, 8\]\)$"]),
+    ("bench traffic batch size zero", GOOD + "bench: {traffic_batches: [0, 8]}\n",
+     [r":16:27: bench\.traffic_batches\.0: must be >= 1 \(got 0\)$"]),
+    ("bench unknown decision basis", GOOD + "bench: {recommend_on: fastest}\n",
+     [r":16:23: bench\.recommend_on: input should be 'primary' or 'traffic' \(got 'fastest'\)$"]),
+    ("bench confidence too high", GOOD + "bench: {confidence: 1}\n",
+     [r":16:21: bench\.confidence: must be <= 0\.999 \(got 1\)$"]),
     ("yaml syntax error", _edit("  path: model", "  path: [model"),
      [r":\d+:\d+: invalid YAML: "]),
     ("empty file", "", [r": empty recipe: expected a mapping"]),
@@ -177,3 +195,21 @@ def test_only_a_target_needing_optimums_onnx_exporter_refuses_a_model_it_does_no
         return
     with pytest.raises(UnsupportedModelError, match="model type 'funnel' is not supported by optimum's ONNX exporter"):
         recipe_mod.check_task(recipe, model_type="funnel")
+
+
+def test_validate_reads_the_bench_texts_file(tmp_path: Path) -> None:
+    path = tmp_path / "recipe.yaml"
+    path.write_text(GOOD + "bench: {texts_file: texts/traffic.txt}\n", encoding="utf-8")
+    result = CliRunner().invoke(main, ["validate", str(path)])
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (f"error: {path}:16:21: bench.texts_file: 'texts/traffic.txt': no such file in "
+                                     f"{tmp_path.resolve()}")
+    (tmp_path / "texts").mkdir()
+    (tmp_path / "texts" / "traffic.txt").write_bytes(b"\n  \n")
+    result = CliRunner().invoke(main, ["validate", str(path)])
+    assert result.exit_code == 2 and "holds no text (one text per line)" in result.stderr
+    (tmp_path / "texts" / "traffic.txt").write_bytes(b"caf\xe9\n")
+    result = CliRunner().invoke(main, ["validate", str(path)])
+    assert result.exit_code == 2 and "is not UTF-8 text (byte 3)" in result.stderr
+    (tmp_path / "texts" / "traffic.txt").write_text("A man is eating food.\nHi\n", encoding="utf-8")
+    assert CliRunner().invoke(main, ["validate", str(path)]).exit_code == 0
