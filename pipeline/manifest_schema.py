@@ -16,7 +16,7 @@ import json
 import re
 import zipfile
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -160,6 +160,19 @@ def read_json(folder: Path, rel: str, *, links_within: Path | None, what: str) -
         raise RepoProblem(f"repo's {rel} is not valid JSON: {str(e).splitlines()[0][:200]}") from None
 
 
+_Model = TypeVar("_Model", bound=BaseModel)
+
+
+def _validated(model: type[_Model], data: Any, file: str, schema: str) -> _Model:
+    """``data`` (parsed JSON of the repo's ``file``) as ``model``, or the first thing wrong with it."""
+    if not isinstance(data, dict):
+        raise RepoProblem(f"repo's {file} is not a JSON object (got a {type(data).__name__})")
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise RepoProblem(f"repo's {file} does not match the {schema} schema: {_first_error(e)}") from None
+
+
 def manifest(data: Any) -> Manifest:
     """The manifest, validated: schema, then every path inside the repo, registered stages, and
     the files each artifact runs from listed (so hashed).
@@ -167,12 +180,7 @@ def manifest(data: Any) -> Manifest:
     Raises:
         RepoProblem: the first thing wrong with it.
     """
-    if not isinstance(data, dict):
-        raise RepoProblem(f"repo's manifest.json is not a JSON object (got a {type(data).__name__})")
-    try:
-        m = Manifest.model_validate(data)
-    except ValidationError as e:
-        raise RepoProblem(f"repo's manifest.json does not match the manifest schema: {_first_error(e)}") from None
+    m = _validated(Manifest, data, "manifest.json", "manifest")
     listed = m.all_files()
 
     def keep_inside(where: str, rel: str) -> None:
@@ -217,12 +225,7 @@ def parity_record(data: Any, m: Manifest) -> ParityRecord:
     Raises:
         RepoProblem: the first thing wrong with it.
     """
-    if not isinstance(data, dict):
-        raise RepoProblem(f"repo's parity.json is not a JSON object (got a {type(data).__name__})")
-    try:
-        record = ParityRecord.model_validate(data)
-    except ValidationError as e:
-        raise RepoProblem(f"repo's parity.json does not match the parity schema: {_first_error(e)}") from None
+    record = _validated(ParityRecord, data, "parity.json", "parity")
     missing = sorted(set(m.artifacts) - set(record.artifacts))
     if missing:
         raise RepoProblem(f"repo's parity.json has no gate for {', '.join(missing)}")
