@@ -14,16 +14,10 @@ import pytest
 from click.testing import CliRunner
 
 from pipeline.cli import main
-from tests.tiny import write_recipe
+from tests.tiny import build_ok, write_recipe
 
 BASE = {"targets": {"onnx": {"opset": 17, "variants": ["fp32", "int8"]}},
         "validation": {"texts": ["a man is eating food.", "hi"], "shapes": [[1, 5], [3, 24]]}}
-
-
-def _build(recipe: Path, out: Path, *extra: str) -> dict:
-    result = CliRunner().invoke(main, ["build", str(recipe), "--out", str(out), "--json", *extra])
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)
 
 
 def _steps(data: dict) -> dict[str, str]:
@@ -58,7 +52,7 @@ def first_build(tmp_path: Path, checkpoints: dict) -> tuple[Path, Path, Path]:
     shutil.copytree(checkpoints[("bert", "feature-extraction")], folder)
     recipe = write_recipe(tmp_path / "r.yaml", folder, **BASE)
     out = tmp_path / "out"
-    data = _build(recipe, out)
+    data = build_ok(recipe, out)
     assert data["reused"] == []
     return recipe, out, folder
 
@@ -68,7 +62,7 @@ def test_a_recipe_edit_reruns_exactly_what_depends_on_it(first_build: tuple[Path
                                                          expected: dict) -> None:
     recipe, out, folder = first_build
     write_recipe(recipe, folder, **{**BASE, **edit})
-    data = _build(recipe, out)
+    data = build_ok(recipe, out)
     assert _steps(data) == expected
     stage = next(s for s in data["stages"] if s["stage"] == "onnx")
     assert stage["status"] == ("reused" if expected["onnx"] == "reused" else "built")
@@ -84,7 +78,7 @@ def test_changed_source_weights_rebuild_everything(first_build: tuple[Path, Path
     key = next(iter(weights))
     weights[key] = weights[key] + 0.01
     save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
-    data = _build(recipe, out)
+    data = build_ok(recipe, out)
     assert _steps(data) == {k: "ran" for k in ALL_REUSED}
 
 
@@ -92,17 +86,17 @@ def test_a_tampered_stage_output_is_rebuilt_not_trusted(first_build: tuple[Path,
     recipe, out, _ = first_build
     graph = out / "tiny" / "stages" / "onnx" / "model.onnx"
     graph.write_bytes(graph.read_bytes()[:-10] + b"0123456789")
-    data = _build(recipe, out)
+    data = build_ok(recipe, out)
     stage = next(s for s in data["stages"] if s["stage"] == "onnx")
     assert stage["status"] == "built" and stage["reason"] == "model.onnx changed on disk since it was built"
 
 
 def test_force_and_force_stage(first_build: tuple[Path, Path, Path]) -> None:
     recipe, out, _ = first_build
-    data = _build(recipe, out, "--force-stage", "onnx")
+    data = build_ok(recipe, out, "--force-stage", "onnx")
     assert next(s for s in data["stages"] if s["stage"] == "onnx")["reason"] == "forced"
     assert "golden" in data["reused"]
-    assert _build(recipe, out, "--force")["reused"] == []
+    assert build_ok(recipe, out, "--force")["reused"] == []
     result = CliRunner().invoke(main, ["build", str(recipe), "--out", str(out), "--force-stage", "tflite"])
     assert result.exit_code == 2 and "tflite (this recipe builds: onnx)" in result.stderr
 
@@ -118,7 +112,7 @@ def test_a_killed_build_leaves_nothing_a_rerun_trusts(first_build: tuple[Path, P
     shutil.rmtree(stages / "onnx")
     (stages / "onnx").mkdir()
     (stages / "onnx" / "model.onnx").write_bytes(b"not a finished output")
-    data = _build(recipe, out)
+    data = build_ok(recipe, out)
     stage = next(s for s in data["stages"] if s["stage"] == "onnx")
     assert stage["status"] == "built" and stage["reason"] == "no finished output yet"
     assert not half.exists()
@@ -160,7 +154,7 @@ def test_a_damaged_record_is_a_miss_reported_once(first_build: tuple[Path, Path,
 
     recipe, out, _ = first_build
     (out / "tiny" / "stages" / "onnx" / "stage.json").write_text("{half a record", encoding="utf-8")
-    data = _build(recipe, out)
+    data = build_ok(recipe, out)
     stage = next(s for s in data["stages"] if s["stage"] == "onnx")
     assert stage["status"] == "built" and stage["reason"] == "its record is damaged"
     assert "golden" in data["reused"]
@@ -183,7 +177,7 @@ def test_an_int8_setting_requantizes_and_regates_int8_only(first_build: tuple[Pa
     before = graph.stat().st_ino, int8.read_bytes()
     write_recipe(recipe, folder, **{**BASE, "targets": {"onnx": {**BASE["targets"]["onnx"],
                                                                   "int8": {"per_channel": False}}}})
-    data = _build(recipe, out)
+    data = build_ok(recipe, out)
     stage = next(s for s in data["stages"] if s["stage"] == "onnx")
     assert stage["status"] == "built" and stage["reused_parts"] == ["export"]
     assert graph.stat().st_ino == before[0]  # linked from the previous output: never exported again
@@ -191,6 +185,6 @@ def test_an_int8_setting_requantizes_and_regates_int8_only(first_build: tuple[Pa
     assert "parity:onnx" in data["reused"] and "parity:onnx-int8" not in data["reused"]
     # and back: the int8 graph of the first settings is made again, the graph still taken
     write_recipe(recipe, folder, **BASE)
-    again = next(s for s in _build(recipe, out)["stages"] if s["stage"] == "onnx")
+    again = next(s for s in build_ok(recipe, out)["stages"] if s["stage"] == "onnx")
     assert again["reused_parts"] == ["export"] and int8.read_bytes() == before[1]
-    assert _build(recipe, out, "--force-stage", "onnx")["stages"][0]["reused_parts"] == []  # forced: nothing taken
+    assert build_ok(recipe, out, "--force-stage", "onnx")["stages"][0]["reused_parts"] == []  # forced: nothing taken

@@ -12,14 +12,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 from pipeline import cpu, package
 from pipeline.build import _artifacts
-from pipeline.cli import main
 from pipeline.stages import get_stage
 from pipeline.stages.onnx import EXACT_INT8_SESSION, ort_runner
-from tests.tiny import write_recipe
+from tests.tiny import build_ok, write_recipe
 
 AVX2 = {"avx2", "fma", "sse4_2"}
 AVX512 = AVX2 | {"avx512f", "avx512bw", "avx512vl"}
@@ -62,9 +60,7 @@ def test_per_cpu_int8_files_are_named_and_gated_for_their_cpu(tmp_path: Path, ch
     variants = ["fp32", "int8", "int8-arm64", "int8-avx2", "int8-avx512", "int8-avx512_vnni"]
     recipe = write_recipe(tmp_path / "r.yaml", checkpoints[("bert", "feature-extraction")],
                           targets={"onnx": {"opset": 17, "variants": variants}})
-    result = CliRunner().invoke(main, ["build", str(recipe), "--out", str(tmp_path / "out"), "--json"])
-    assert result.exit_code == 0, result.output
-    data = json.loads(result.stdout)
+    data = build_ok(recipe, tmp_path / "out")
     pkg = Path(data["package_dir"])
     manifest = json.loads((pkg / package.MANIFEST).read_text())
     files = {"onnx-int8": ("model_quantized.onnx", onnx.TensorProto.INT8),  # 7-bit: the same on every CPU
@@ -101,9 +97,7 @@ def test_int8_numerics_are_pinned_not_left_to_the_machine(tmp_path: Path, checkp
     variants = ["fp32", "int8", "int8-avx2", "int8-avx512", "int8-avx512_vnni"]
     recipe = write_recipe(tmp_path / "r.yaml", checkpoints[("bert", "feature-extraction")],
                           targets={"onnx": {"opset": 17, "variants": variants}})
-    result = CliRunner().invoke(main, ["build", str(recipe), "--out", str(tmp_path / "out"), "--json"])
-    assert result.exit_code == 0, result.output
-    onnx_dir = Path(json.loads(result.stdout)["package_dir"]) / "onnx"
+    onnx_dir = Path(build_ok(recipe, tmp_path / "out")["package_dir"]) / "onnx"
     rng = np.random.default_rng(3)
     feed = {"input_ids": rng.integers(5, 90, size=(3, 21)), "attention_mask": np.ones((3, 21), dtype=np.int64),
             "token_type_ids": np.zeros((3, 21), dtype=np.int64)}

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from pipeline import package
 from pipeline.cli import main
 from tests.coverage import record
-from tests.tiny import make_checkpoint, write_recipe
+from tests.tiny import build_ok, make_checkpoint, write_recipe
 
 ALL = ["fp32", "optimized", "int8", "fp16"]
 
@@ -23,9 +23,7 @@ def test_every_variant_builds_and_passes_its_gate(tmp_path: Path, checkpoints: d
     checkpoint = checkpoints.get((arch, task)) or make_checkpoint(tmp_path / "checkpoint", arch, task)
     recipe = write_recipe(tmp_path / "r.yaml", checkpoint, task=task,
                           targets={"onnx": {"opset": 17, "variants": ALL}})
-    result = CliRunner().invoke(main, ["build", str(recipe), "--out", str(tmp_path / "out"), "--json"])
-    assert result.exit_code == 0, result.output
-    data = json.loads(result.stdout)
+    data = build_ok(recipe, tmp_path / "out")
     pkg = Path(data["package_dir"])
     manifest = json.loads((pkg / package.MANIFEST).read_text())
     assert set(manifest["artifacts"]) == {"onnx", "onnx-optimized", "onnx-int8", "onnx-fp16"}
@@ -70,9 +68,7 @@ def test_a_failed_optional_variant_is_reported_and_left_out(tmp_path: Path, chec
                           targets={"onnx": {"opset": 17, "variants": ["fp32", "int8"], "optional": ["int8"]}},
                           validation={"texts": ["a man is eating food.", "hi"], "shapes": [[1, 5]],
                                       "gates": {"onnx-int8": {"atol": 1e-9}}})
-    result = CliRunner().invoke(main, ["build", str(recipe), "--out", str(tmp_path / "out"), "--json"])
-    assert result.exit_code == 0, result.output
-    data = json.loads(result.stdout)
+    data = build_ok(recipe, tmp_path / "out")
     assert data["failures"] == [] and data["warnings"]
     assert all(w.startswith("onnx-int8: output ") and w.endswith("(optional: not packaged)")
                for w in data["warnings"])

@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from pipeline import package
 from pipeline.cli import main
 from tests.coverage import record
-from tests.tiny import make_checkpoint, write_recipe
+from tests.tiny import build_ok, make_checkpoint, write_recipe
 
 TARGETS = ("torchscript", "bettertransformer", "torch_export")
 FOLDERS = {"torchscript": "torchscript/model.pt", "bettertransformer": "bettertransformer/model.pt",
@@ -41,9 +41,7 @@ def _build(root: Path, folder: Path, arch: str, task: str, targets: dict[str, An
     name = f"{arch}-{task}".replace("_", "-")
     recipe = write_recipe(root / f"{name}.yaml", folder, name=name, task=task, targets=targets,
                           **{"validation": VALIDATION, **extra})
-    result = CliRunner().invoke(main, ["build", str(recipe), "--out", str(root / "out"), "--json"])
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)
+    return build_ok(recipe, root / "out")
 
 
 @pytest.fixture(scope="module")

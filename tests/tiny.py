@@ -231,3 +231,14 @@ def demo_shaped_recipe(path: Path, checkpoint: Path, **overrides: object) -> Pat
         shutil.copytree(checkpoint, folder)
         write_sentence_transformers_files(folder)
     return write_recipe(path, folder, **{"sentence_embedding": {}, "targets": DEMO_SHAPED_TARGETS, **overrides})
+
+
+def build_ok(recipe: Path, out: Path, *extra: str) -> dict:
+    """``convert build RECIPE --out OUT --json [extra]`` in process; asserts it exited 0 and returns its JSON."""
+    from click.testing import CliRunner
+
+    from pipeline.cli import main
+
+    result = CliRunner().invoke(main, ["build", str(recipe), "--out", str(out), "--json", *extra])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
