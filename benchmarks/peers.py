@@ -33,8 +33,8 @@ benchmarks/int8_options.py does; worst and mean cosine to eager's.
 
     python benchmarks/peers.py [--rounds 60] [--threads 2] [--only ours,st-O2,ov] [--package DIR] [--json F]
 
-``--only`` takes entry names or their prefix before a dash (``st`` is every sentence-transformers
-entry, ``ours`` every one of ours); eager always runs.
+``--only`` takes entry names, or a prefix before a dash (``st`` is every sentence-transformers
+entry, ``ours`` every one of ours, ``ov`` both OpenVINO exports of optimum-intel); eager always runs.
 """
 
 from __future__ import annotations
@@ -83,18 +83,21 @@ Embed = Callable[[Mapping[str, np.ndarray]], np.ndarray]  # tokenized batch -> [
 
 
 def selected(names: Sequence[str], only: Sequence[str] | None) -> list[str]:
-    """The entries ``--only`` keeps, in their order: a name matches itself and every name that
-    starts with it followed by a dash (``st`` keeps ``st-O2``); no filter keeps all.
+    """The entries ``--only`` keeps, in their order: a word that is an entry's name keeps that entry,
+    else it keeps every entry whose name starts with it followed by a dash (``st`` keeps ``st-O2``,
+    ``ours-onnx-int8`` keeps only itself); no filter keeps all.
 
     Raises:
         ValueError: a filter word matches no entry (a typo would otherwise measure nothing).
     """
     if not only:
         return list(names)
-    unknown = [w for w in only if not any(n == w or n.startswith(f"{w}-") for n in names)]
+    matches = {w: [n for n in names if n == w] or [n for n in names if n.startswith(f"{w}-")] for w in only}
+    unknown = [w for w, found in matches.items() if not found]
     if unknown:
         raise ValueError(f"--only: no entry named {', '.join(unknown)} (entries: {', '.join(names)})")
-    return [n for n in names if any(n == w or n.startswith(f"{w}-") for w in only)]
+    kept = {n for found in matches.values() for n in found}
+    return [n for n in names if n in kept]
 
 
 def ratio_interval(eager_ms: Sequence[float], entry_ms: Sequence[float], *, confidence: float = CONFIDENCE,
@@ -483,7 +486,7 @@ def entries(recommended: str, preset: str) -> list[Entry]:
     return [
         Entry(EAGER, "the checkpoint, PyTorch eager", build_eager),
         *ours,
-        Entry("optimum-cli", "`optimum-cli export onnx --task feature-extraction` (fp32)", build_optimum_cli),
+        Entry("optimum-cli-fp32", "`optimum-cli export onnx --task feature-extraction` (fp32)", build_optimum_cli),
         *[Entry(f"optimum-cli-{p}", f"optimum-cli + ORTQuantizer, AutoQuantizationConfig.{p}(is_static=False)",
                 _optimum_quantized(p)) for p in OPTIMUM_PRESETS],
         *[Entry(f"st-{level}", f"sentence-transformers export_optimized_onnx_model({level!r})"
@@ -493,7 +496,8 @@ def entries(recommended: str, preset: str) -> list[Entry]:
           for p in ST_QUANTIZED],
         Entry("st-ov-qint8-static", "sentence-transformers export_static_quantized_openvino_model (NNCF static int8)",
               build_st_openvino_static),
-        Entry("ov", "optimum-intel OVModelForFeatureExtraction.from_pretrained(export=True), fp32", _openvino(False)),
+        Entry("ov-fp32", "optimum-intel OVModelForFeatureExtraction.from_pretrained(export=True), fp32",
+              _openvino(False)),
         Entry("ov-int8-weights", "optimum-intel, export=True, load_in_8bit=True (int8 weights only)", _openvino(True)),
     ]
 

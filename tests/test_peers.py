@@ -26,14 +26,15 @@ def peers():  # type: ignore[no-untyped-def]
     return module
 
 
-NAMES = ["ours-onnx-optimized", "ours-onnx-int8", "optimum-cli", "optimum-cli-avx2", "st-O2", "st-avx2", "ov",
-         "ov-int8-weights"]
+NAMES = ["ours-onnx-optimized", "ours-onnx-int8", "ours-onnx-int8-avx512_vnni", "optimum-cli-fp32", "optimum-cli-avx2",
+         "st-O2", "st-avx2", "ov-fp32", "ov-int8-weights"]
 
 
 def test_only_keeps_names_and_dash_prefixes_in_order(peers) -> None:  # type: ignore[no-untyped-def]
     assert peers.selected(NAMES, None) == NAMES
-    assert peers.selected(NAMES, ["st", "ov"]) == ["st-O2", "st-avx2", "ov", "ov-int8-weights"]
-    assert peers.selected(NAMES, ["optimum-cli"]) == ["optimum-cli", "optimum-cli-avx2"]
+    assert peers.selected(NAMES, ["st", "ov"]) == ["st-O2", "st-avx2", "ov-fp32", "ov-int8-weights"]
+    assert peers.selected(NAMES, ["ours-onnx-int8"]) == ["ours-onnx-int8"]  # a whole name keeps just that entry
+    assert peers.selected(NAMES, ["ours-onnx"]) == NAMES[:3]
     assert peers.selected(NAMES, ["st-O2"]) == ["st-O2"]
     with pytest.raises(ValueError, match="no entry named st-O9"):
         peers.selected(NAMES, ["st-O9"])
