@@ -472,17 +472,18 @@ def _openvino(weights_8bit: bool) -> Callable[[Context], tuple[Embed, list[Path]
     return build
 
 
-def entries(recommended: str, preset: str) -> list[Entry]:
-    """Every entry, eager first; ``recommended`` is the package's recommended artifact."""
+def entries(recommended: str, preset: str, kept_fp32: int) -> list[Entry]:
+    """Every entry, eager first; ``recommended`` is the package's recommended artifact, ``kept_fp32``
+    how many MatMuls its recipe keeps in fp32 in int8 graphs."""
     ours = [Entry(f"ours-{recommended}", f"our build's recommended artifact ({recommended})",
                   lambda ctx: _our_runner(ctx, recommended))]
     if recommended != "onnx-int8":
-        ours.append(Entry("ours-onnx-int8", "our onnx-int8: ORTQuantizer dynamic, 7-bit QInt8 per-channel, the "
-                          "recipe's 11 sensitive MatMuls in fp32", lambda ctx: _our_runner(ctx, "onnx-int8")))
+        ours.append(Entry("ours-onnx-int8", f"our onnx-int8 (ORTQuantizer dynamic, the recipe's int8 settings, "
+                          f"{kept_fp32} sensitive MatMuls in fp32)", lambda ctx: _our_runner(ctx, "onnx-int8")))
     variant = f"int8-{preset}"
     if f"onnx-{variant}" != recommended:
-        ours.append(Entry(f"ours-onnx-{variant}", f"our {variant} variant (this CPU's preset), recipe's fp32 MatMuls",
-                          lambda ctx: _our_cpu_variant(ctx, variant)))
+        ours.append(Entry(f"ours-onnx-{variant}", f"our {variant} variant (this CPU's preset, the same "
+                          f"{kept_fp32} MatMuls in fp32)", lambda ctx: _our_cpu_variant(ctx, variant)))
     return [
         Entry(EAGER, "the checkpoint, PyTorch eager", build_eager),
         *ours,
@@ -562,7 +563,8 @@ def main() -> None:
     manifest = json.loads((package / "manifest.json").read_text(encoding="utf-8"))
     recommended = manifest.get("recommended") or "onnx"
     preset = cpu.current()["int8_preset"] or "avx2"
-    everything = entries(recommended, preset)
+    int8 = manifest.get("recipe", {}).get("targets", {}).get("onnx", {}).get("int8", {})
+    everything = entries(recommended, preset, len(int8.get("exclude_nodes", [])))
     try:
         keep = set(selected([e.name for e in everything if e.name != EAGER],
                             [w.strip() for w in args.only.split(",") if w.strip()] if args.only else None))
