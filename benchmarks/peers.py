@@ -33,8 +33,10 @@ benchmarks/int8_options.py does; worst and mean cosine to eager's.
 
     python benchmarks/peers.py [--rounds 60] [--threads 2] [--only ours,st-O2,ov] [--package DIR] [--json F]
 
-``--only`` takes entry names, or a prefix before a dash (``st`` is every sentence-transformers
-entry, ``ours`` every one of ours, ``ov`` both OpenVINO exports of optimum-intel); eager always runs.
+``--only`` takes entry names, or a prefix before a dash (``st`` is every sentence-transformers entry,
+``ours`` every one of ours, ``ov`` both OpenVINO exports of optimum-intel); eager always runs.
+``CONVERT_ORT_SESSION_CONFIG="key=value,…"`` adds session config entries to every onnxruntime session,
+ours and the peers' alike (e.g. ``session.intra_op.allow_spinning=0``).
 """
 
 from __future__ import annotations
@@ -197,11 +199,17 @@ class Context:
         return value
 
     def session_options(self) -> Any:
+        """onnxruntime options for the peers' sessions, as pipeline.stages.onnx_generation.session opens
+        ours: the threads, and CONVERT_ORT_SESSION_CONFIG's entries (every onnxruntime session alike)."""
         import onnxruntime as ort
 
-        options = ort.SessionOptions()  # as pipeline.stages.onnx_generation.session opens ours
+        from pipeline import settings
+
+        options = ort.SessionOptions()
         options.log_severity_level = 3
         options.intra_op_num_threads = self.threads
+        for key, value in settings.ort_session_config().items():
+            options.add_session_config_entry(key, value)
         return options
 
     def ov_config(self) -> dict[str, str]:
@@ -637,8 +645,13 @@ def main() -> None:
 
     record = cpu.current()
     eager_ms = {k: rows[0]["median_ms"][k] for k in workloads}
+    from pipeline import settings
+
+    ort_config = settings.ort_session_config()
     print()
     print(f"{cpu_line(record, args.threads)}; {cpu.summary(record)}")
+    if ort_config:
+        print(f"every onnxruntime session with {ort_config} (CONVERT_ORT_SESSION_CONFIG)")
     print(f"{len(texts)} held-out sentences (one padded batch); B=1 S=128 and B=8 S=128 all tokens real, "
           f"{args.rounds} interleaved rounds; eager median "
           + ", ".join(f"{k} {v:.1f} ms" for k, v in eager_ms.items())
@@ -653,7 +666,8 @@ def main() -> None:
         result = {"cpu": record, "cpu_line": cpu_line(record, args.threads), "threads": args.threads,
                   "rounds": args.rounds, "warmup": args.warmup, "shapes": [list(s) for s in SHAPES],
                   "heldout_sentences": len(texts), "package": str(package), "recommended": recommended,
-                  "confidence": CONFIDENCE, "ratio": "median over rounds of eager ms / entry ms, bootstrap interval",
+                  "ort_session_config": ort_config, "confidence": CONFIDENCE,
+                  "ratio": "median over rounds of eager ms / entry ms, bootstrap interval",
                   "wall_s": {"building": round(built_s, 1), "timing": round(timed_s, 1)}, "notes": notes,
                   "versions": library_versions(["onnx", "onnxruntime", "optimum", "optimum-onnx", "optimum-intel",
                                                 "openvino", "nncf", "sentence-transformers"]),
