@@ -557,6 +557,8 @@ def main() -> None:
     parser.add_argument("--only", help="comma-separated entry names or prefixes (eager always runs)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
+    if args.rounds < 1 or args.threads < 1 or args.warmup < 0:
+        parser.error("--rounds and --threads must be at least 1, --warmup at least 0")
     started = time.perf_counter()
     # before huggingface_hub is imported (it reads them then): the model is local, no peer may reach the Hub
     os.environ["HF_HUB_OFFLINE"] = "1"
@@ -614,14 +616,17 @@ def main() -> None:
         for entry in chosen:
             row: dict[str, Any] = {"name": entry.name, "how": entry.how, "runs_with": entry.runs_with,
                                    "build_s": entry.build_s}
-            if entry.run is None:
+            try:
+                if entry.run is None:
+                    raise RuntimeError(entry.error)
+                cos = cosines(entry.run(held), reference)
+                rows.append({**row, "files": [str(p.relative_to(tmp) if p.is_relative_to(tmp) else p)
+                                              for p in entry.files],
+                             "file_mb": round(file_mb(entry.files), 2),
+                             "worst_cosine": float(cos.min()), "mean_cosine": float(cos.mean())})
+            except Exception as e:  # e.g. a file the peer was expected to write is not there: its row says so
+                entry.error, entry.run = entry.error or _error(e), None
                 rows.append({**row, "error": entry.error})
-                continue
-            cos = cosines(entry.run(held), reference)
-            rows.append({**row, "files": [str(p.relative_to(tmp) if p.is_relative_to(tmp) else p)
-                                          for p in entry.files],
-                         "file_mb": round(file_mb(entry.files), 2),
-                         "worst_cosine": float(cos.min()), "mean_cosine": float(cos.mean())})
         runners = {e.name: e.run for e in chosen if e.run is not None}
         built_s = time.perf_counter() - started
         print(f"timing {len(runners)} entries x {len(workloads)} shapes, {args.rounds} interleaved rounds …",
