@@ -168,7 +168,7 @@ class OpenVinoExport(Stage[OpenVinoParams]):
         return {"calibration": _digest(calibration_texts(params, recipe))}
 
     def run(self, ctx: StageContext, params: OpenVinoParams) -> list[Artifact]:
-        ov, _ = _import()
+        ov, _ = _import(nncf=bool(LOSSY & set(params.variants)))  # nncf takes seconds to import: only if used
         work, parts = ctx.workdir, ctx.parts
         self.check(params, ctx.source.config.to_dict(), ctx.source.task)
         pooling = ctx.source.pooling.to_json() if ctx.source.pooling is not None else None
