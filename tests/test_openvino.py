@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import uuid
@@ -216,3 +217,19 @@ def test_a_calibration_file_outside_the_recipe_folder_is_refused(tmp_path: Path,
     result = CliRunner().invoke(main, ["validate", str(recipe)])
     assert result.exit_code == 2, result.output
     assert "targets.openvino.int8.calibration_file: '../texts.txt' leaves its folder" in result.stderr
+
+
+def test_verify_refuses_a_manifest_whose_openvino_weights_lie_outside_the_artifact(
+        built: tuple[Path, Path, dict]) -> None:
+    """The .bin a runner opens (metadata ``weights``) is checked like ``file``: inside the repo and listed
+    (so hashed) by its own artifact, before anything runs."""
+    from pipeline import manifest_schema
+
+    pkg = Path(built[2]["package_dir"])
+    manifest = json.loads((pkg / package.MANIFEST).read_text())
+    manifest_schema.manifest(manifest)  # as shipped: accepted
+    for weights, says in (("../../../x.bin", "artifacts.openvino.metadata.weights '../../../x.bin' leaves"),
+                          ("openvino_model_int8_weights.bin", "a file the artifact does not list")):
+        manifest["artifacts"]["openvino"]["metadata"]["weights"] = weights
+        with pytest.raises(manifest_schema.RepoProblem, match=re.escape(says)):
+            manifest_schema.manifest(manifest)
