@@ -38,6 +38,7 @@ import io
 import json
 import logging
 import os
+import re
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path, PurePath, PureWindowsPath
@@ -137,7 +138,7 @@ def artifact_name(variant: str) -> str:
 @register_stage("openvino")
 class OpenVinoExport(Stage[OpenVinoParams]):
     params_model = OpenVinoParams
-    version = 1
+    version = 2  # 2: generated node names numbered by graph position, not by the process-wide counter
     description = "OpenVINO IR converted from the ONNX export, NNCF int8 variants, run with openvino on CPU"
     package_folder = "openvino"  # where optimum-intel (subfolder="openvino") and sentence-transformers look
     # the ONNX export shapes the IR as much as openvino's converter and NNCF do
@@ -233,7 +234,7 @@ class OpenVinoExport(Stage[OpenVinoParams]):
         try:
             with _offline():
                 model = ov.convert_model(str(onnx_dir / onnx_common.ONNX_FILE))
-                ov.save_model(model, str(ctx.workdir / VARIANT_FILES["fp32"]), compress_to_fp16=False)
+                _save(ov, model, ctx.workdir / VARIANT_FILES["fp32"])
         except Exception as e:  # openvino raises its own bare errors for graphs it cannot convert
             raise StageError(self.name, f"openvino.convert_model failed: {type(e).__name__}: {_first(e)}") from e
         finally:
@@ -246,7 +247,7 @@ class OpenVinoExport(Stage[OpenVinoParams]):
         try:
             with _offline():
                 model = nncf.compress_weights(ov.Core().read_model(str(base)), mode=nncf.CompressWeightsMode.INT8_ASYM)
-                ov.save_model(model, str(target), compress_to_fp16=False)
+                _save(ov, model, target)
         except Exception as e:  # NNCF raises bare errors for graphs it cannot handle
             raise StageError(artifact_name("int8-weights"), f"nncf.compress_weights failed: {type(e).__name__}: "
                                                             f"{_first(e)}") from e
@@ -267,7 +268,7 @@ class OpenVinoExport(Stage[OpenVinoParams]):
                 quantized = nncf.quantize(model, nncf.Dataset(samples), model_type=nncf.ModelType.TRANSFORMER,
                                           subset_size=len(samples), ignored_scope=ignored,
                                           advanced_parameters=advanced)
-                ov.save_model(quantized, str(target), compress_to_fp16=False)
+                _save(ov, quantized, target)
         except Exception as e:  # NNCF raises bare errors (an ignored node not in the graph among them)
             raise StageError(artifact_name("int8"), f"nncf.quantize failed: {type(e).__name__}: {_first(e)}") from e
 
@@ -428,6 +429,24 @@ def _offline() -> Iterator[None]:
             del os.environ["CI"]
         else:
             os.environ["CI"] = saved
+
+
+# a name OpenVINO or NNCF made up for a node the graph left unnamed: its type (or origin) and a number drawn
+# from a counter of every node the process has created so far (``Constant_141``, ``Constant_141_1``)
+GENERATED_NAME = re.compile(r"([A-Za-z][A-Za-z0-9]*)(?:_\d+)+")
+
+
+def _save(ov: Any, model: Any, path: Path) -> None:
+    """``openvino.save_model`` with fp32 weights (the default compresses them to fp16: not exact) and the
+    same bytes in every process: nodes the graph left unnamed get names numbered by their place in the
+    graph, in place of the process-wide counter's (a conversion after other models were built in the
+    same process, as in a test run, wrote other names). Names the ONNX graph gave (``/encoder/…``, what
+    ``int8.ignored_nodes`` refers to) are kept."""
+    for index, op in enumerate(model.get_ordered_ops()):
+        generated = GENERATED_NAME.fullmatch(op.get_friendly_name())
+        if generated:
+            op.set_friendly_name(f"{generated.group(1)}_{index}")
+    ov.save_model(model, str(path), compress_to_fp16=False)
 
 
 def _weights(xml: str) -> str:
