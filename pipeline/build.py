@@ -34,7 +34,7 @@ from pipeline.errors import ParityError, PipelineError, StageError
 from pipeline.filehash import StatCache, sha256_file
 from pipeline.layout import GOLDEN_INPUTS, GOLDEN_OUTPUTS, GOLDEN_RECORD, STAGE_RECORD, BuildDir
 from pipeline.loaded import LoadedSource, ResolvedSource
-from pipeline.recipe import Recipe
+from pipeline.recipe import Recipe, check_installed
 from pipeline.source import CheckedSource
 from pipeline.stages import Artifact, Stage, StageContext, StageParams, get_stage
 from pipeline.steps import Reasons, Records, Step
@@ -77,12 +77,13 @@ class BuildResult:
 
 
 def stage_step(stage: Stage[Any], params: dict[str, Any], source_fingerprint: str, task: str,
-               model_options: dict[str, Any] | None = None) -> Step:
+               model_options: dict[str, Any] | None = None, inputs: dict[str, Any] | None = None) -> Step:
     """What shapes a stage's output: its code version and params, the task, the recipe's options on the
-    model itself (:func:`model_options`), the source, and the libraries it declares."""
+    model itself (:func:`model_options`), the source, what else the stage reads
+    (:meth:`pipeline.stages.Stage.fingerprint_inputs`, e.g. calibration texts), and the libraries it declares."""
     return Step("stage", version=stage.version, params={"stage": stage.name, "params": params, "task": task,
                                                           **(model_options or {})},
-                inputs={"source": source_fingerprint}, libraries=stage.libraries)
+                inputs={"source": source_fingerprint, **(inputs or {})}, libraries=stage.libraries)
 
 
 def model_options(recipe: Recipe) -> dict[str, Any]:
@@ -157,6 +158,7 @@ def build(recipe: Recipe, out: Path, *, on_event: Events | None = None, options:
     """
     emit = on_event or (lambda step, message: None)
     started = time.perf_counter()
+    check_installed(recipe)  # a target whose optional extra is missing: before anything is read
     emit("source", f"resolving {recipe.source.describe()}")
     build_dir = out / recipe.name
     stat_cache = StatCache(BuildDir(build_dir).state)  # an unchanged file (by its stat) is not read again
@@ -164,19 +166,22 @@ def build(recipe: Recipe, out: Path, *, on_event: Events | None = None, options:
     source = _Source(recipe, *source_mod.resolve_checked(recipe, stat_cache.sha256), emit)
     for name, params in recipe.target_params().items():  # a model a target cannot build: before any loading
         get_stage(name).check(params, source.config, recipe.task)
+    # what else each stage reads (a calibration file): read now, so a missing one is refused before loading
+    stage_inputs = {name: get_stage(name).fingerprint_inputs(params, recipe)
+                    for name, params in recipe.target_params().items()}
     if recipe.bench.on_build:  # a benchmark the build would fail at after all its work: refuse it now
         bench_mod.check_task(source.config.get("model_type", "?"), recipe.task)
         if recipe.bench.traffic_batches:  # a missing bench.texts_file, too
             traffic.read_texts(recipe)
     with build_lock(build_dir, emit):
         try:
-            return _build(recipe, build_dir, source, emit, options or Options(), started, stat_cache)
+            return _build(recipe, build_dir, source, emit, options or Options(), started, stat_cache, stage_inputs)
         finally:
             stat_cache.save()
 
 
 def _build(recipe: Recipe, build_dir: Path, source: _Source, emit: Events, options: Options,
-           started: float, stat_cache: StatCache) -> BuildResult:
+           started: float, stat_cache: StatCache, stage_inputs: dict[str, dict[str, Any]]) -> BuildResult:
     timings: dict[str, float] = {}
     reused: list[str] = []
     task = recipe.task
@@ -214,7 +219,7 @@ def _build(recipe: Recipe, build_dir: Path, source: _Source, emit: Events, optio
         stage = get_stage(name)
         stage_dir = paths.stage(name)
         stage_fp = stage_step(stage, params.model_dump(mode="json"), source.resolved.fingerprint, task,
-                              model_options(recipe)).key()
+                              model_options(recipe), stage_inputs[name]).key()
         t = time.perf_counter()
         record, why = records.reuse(stage_dir / STAGE_RECORD, stage_fp, reasons=STAGE_REASONS,
                                     forced=options.force or name in options.force_stages,
@@ -471,6 +476,7 @@ def bench(recipe: Recipe, out: Path, *, settings: BenchSettings | None = None,
         PipelineError: there is no completed build to measure.
     """
     emit = on_event or (lambda step, message: None)
+    check_installed(recipe)  # the runners of every built target are needed to measure them
     build_dir = out / recipe.name
     if not BuildDir(build_dir).parity.is_file():
         raise PipelineError(f"{build_dir}: no build to measure (run `convert build {recipe.path or recipe.name}` "

@@ -226,11 +226,15 @@ def bench(recipe: Path, out: Path, runs: int | None, threads: int | None, as_jso
 @click.argument("recipe", type=click.Path(path_type=Path))
 @debug_option
 def validate(recipe: Path) -> None:
-    """Check RECIPE against the schema, optimum's task registry and its bench.texts_file (loads no model)."""
+    """Check RECIPE against the schema, optimum's task registry and the files it names (loads no model)."""
     from pipeline import recipe as recipe_mod
+    from pipeline.stages import get_stage
 
     loaded = recipe_mod.load(recipe)
+    recipe_mod.check_installed(loaded)
     recipe_mod.check_task(loaded)
+    for name, params in loaded.target_params().items():  # files a target reads (a calibration file)
+        get_stage(name).fingerprint_inputs(params, loaded)
     if loaded.bench.texts_file is not None:
         from pipeline import traffic
 

@@ -29,7 +29,7 @@ SHA256 = r"^[0-9a-f]{64}$"
 MAX_JSON_BYTES = 64 * 2**20  # a manifest or parity.json is kilobytes; a bigger one is not read
 MAX_GOLDEN_BYTES = 4 * 2**30  # the golden arrays, unpacked
 GOLDEN_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,200}/[A-Za-z0-9_.:/-]{1,200}$")
-FILE_METADATA = ("file", "encoder")  # metadata keys naming a file a runner opens (relative to the folder)
+FILE_METADATA = ("file", "encoder", "weights")  # metadata keys naming a file a runner opens (relative to the folder)
 
 
 class RepoProblem(PipelineError):

@@ -580,6 +580,19 @@ def check_task(recipe: Recipe, model_type: str | None = None) -> None:
             raise UnsupportedModelError(str(recipe.problem((field,), message)))
 
 
+def check_installed(recipe: Recipe) -> None:
+    """Refuse a recipe whose targets need an optional extra that is not installed (one problem each,
+    at the target's line, naming the install command): before any model is loaded.
+
+    Raises:
+        RecipeError: a target's extra is missing.
+    """
+    problems = [recipe.problem(("targets", name), missing) for name in recipe.target_params()
+                if (missing := registered_stages()[name]().missing_extra()) is not None]
+    if problems:
+        raise RecipeError(problems)
+
+
 def _closest(word: str, options: Iterable[str]) -> str | None:
     import difflib
 

@@ -131,7 +131,10 @@ def test_build_real_all_minilm_l6_v2(tmp_path: Path) -> None:
     assert {o["output"] for o in checks} == {"last_hidden_state", "sentence_embedding"}  # pooled in the graph
     assert len(checks) == 6 and all(o["max_abs"] < 1e-4 and o["min_cosine"] > 0.9999 for o in checks)
     assert set(manifest["artifacts"]) == {"onnx", "onnx-optimized", "onnx-int8", "torchscript", "torch_export",
-                                          "bettertransformer"}
+                                          "bettertransformer", "openvino", "openvino-int8-weights", "openvino-int8"}
+    ov = [o for b in data["parity"]["artifacts"]["openvino"]["batches"] for o in b["outputs"]]
+    assert {o["output"] for o in ov} == {"last_hidden_state", "sentence_embedding"}  # the same graph outputs
+    assert all(o["max_abs"] < 1e-4 for o in ov)  # saved without fp16 compression: exact
     # the recipe benchmarks on build: the card names the recommended artifact, which is one that passed
     assert manifest["recommended"] in manifest["artifacts"] and data["recommended"] == manifest["recommended"]
     assert {package.BENCH_JSON, package.BENCH_PNG} <= set(manifest["timing"]["files"])

@@ -5,7 +5,7 @@ decorated with :func:`register_stage`, then import the module below.
 """
 
 import pipeline.stages.onnx  # noqa: F401  (registered first: the registry's order is the build's)
-from pipeline.stages import bettertransformer, torch_export, torchscript  # noqa: F401  (register)
+from pipeline.stages import bettertransformer, openvino, torch_export, torchscript  # noqa: F401  (register)
 from pipeline.stages.base import (
     Artifact,
     Gate,

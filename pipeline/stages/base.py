@@ -7,6 +7,7 @@ torch and friends inside ``run``/``runner`` only, so that reading a recipe stays
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any, ClassVar, Generic, Protocol, TypeVar
 from pydantic import BaseModel, ConfigDict
 
 from pipeline.artifact import Artifact, Inputs, Outputs, Runner
+from pipeline.errors import Problem
 from pipeline.gate import EXACT, Gate
 from pipeline.loaded import LoadedSource
 
@@ -29,6 +31,13 @@ class StageParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
+class ValidationView(Protocol):
+    """What a stage may read of the recipe's ``validation`` section."""
+
+    @property
+    def texts(self) -> Sequence[str]: ...
+
+
 class RecipeView(Protocol):
     """What a stage may read of the recipe (a :class:`pipeline.recipe.Recipe` is one). The recipe is a
     layer above the stages (its schema is made from this registry), so it is named by its shape."""
@@ -38,6 +47,18 @@ class RecipeView(Protocol):
 
     @property
     def task(self) -> str: ...
+
+    @property
+    def folder(self) -> Path:
+        """The folder the recipe's relative paths are resolved against."""
+        ...
+
+    @property
+    def validation(self) -> ValidationView: ...
+
+    def problem(self, loc: tuple[str, ...], message: str) -> Problem:
+        """A problem at a recipe field (its file:line:col), for a RecipeError."""
+        ...
 
 
 class Parts(Protocol):
@@ -100,6 +121,10 @@ class Stage(Generic[P]):
     # model types this target claims by a map of its own (tests/test_completeness.py holds it to them);
     # () where it takes what its exporter or tracer takes
     architectures: ClassVar[tuple[str, ...]] = ()
+    # the optional extra (pyproject's [project.optional-dependencies]) this target needs, and the modules it
+    # brings that the target imports: a recipe asking for the target without them is refused before loading
+    extra: ClassVar[str | None] = None
+    extra_modules: ClassVar[tuple[str, ...]] = ()
 
     def artifact_names(self, params: P) -> list[str]:
         """Names of the artifacts ``run`` will produce for these params (used to check gates)."""
@@ -112,6 +137,22 @@ class Stage(Generic[P]):
     def check(self, params: P, config: Mapping[str, Any], task: str) -> None:
         """Refuse a model this target cannot build, from its config.json alone (``task`` as the recipe
         writes it), before the build loads anything. Raises UnsupportedModelError; the default accepts."""
+
+    def missing_extra(self) -> str | None:
+        """Why this target cannot run in this environment (its extra's modules are not installed), naming
+        the install command; None when they are. The modules are found, not imported: this is fast."""
+        missing = [m for m in self.extra_modules if not _installed(m)]
+        if not missing:
+            return None
+        return (f"needs the optional extra {self.extra!r} ({', '.join(missing)} not installed): "
+                f"pip install 'pipeline-convert[{self.extra}]' (in a checkout: pip install -c constraints.txt "
+                f"-e '.[{self.extra}]')")
+
+    def fingerprint_inputs(self, params: P, recipe: RecipeView) -> dict[str, Any]:
+        """What besides its params, the task and the source shapes this stage's output (e.g. texts it
+        calibrates on, read from the recipe or a file it names): it enters the stage's fingerprint, so a
+        change rebuilds the stage. Raises RecipeError for an input it cannot read; the default is none."""
+        return {}
 
     def check_exporter(self, model_type: str, task: str, shown: str | None = None) -> tuple[str, str] | None:
         """Whether the optimum exporter this target needs (``exporter``) supports ``model_type`` and
@@ -157,6 +198,14 @@ class Stage(Generic[P]):
     def card_section(self, artifacts: Mapping[str, Mapping[str, Any]]) -> list[str]:
         """Markdown lines the model card adds after the parity table about this target's packaged files."""
         return []
+
+
+def _installed(module: str) -> bool:
+    """Whether ``module`` can be imported (found on the path; a module set to None in sys.modules is not)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a parent package missing, or a module without a spec
+        return False
 
 
 _REGISTRY: dict[str, type[Stage[Any]]] = {}

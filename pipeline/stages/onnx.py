@@ -33,7 +33,7 @@ optimum's own export validation is switched off: it only warns on a miss.
 
 With the recipe's ``sentence_embedding``, the graph also outputs ``sentence_embedding``: optimum's
 own ONNX config for the model type, with the pooling (pipeline/pooling.py) traced after the
-encoder's forward (:func:`pooled_onnx_config`), so every variant carries it too.
+encoder's forward (:func:`pipeline.stages.onnx_common.pooled_onnx_config`), so every variant carries it too.
 
 Generation tasks export what optimum's ORTModel classes load: ``text-generation-with-past`` one
 ``model.onnx`` with ``past_key_values.*`` inputs (an empty past at prefill), and
@@ -48,13 +48,8 @@ refused before anything is loaded.
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import inspect
-import logging
 import shutil
-import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -65,15 +60,13 @@ from pydantic import Field, field_validator
 from pipeline import cpu
 from pipeline.errors import StageError, UnsupportedModelError
 from pipeline.gate import lossy_gate
-from pipeline.loaded import LoadedSource
 from pipeline.pooling import OUTPUT as POOLED_OUTPUT
-from pipeline.pooling import TOKEN_OUTPUT, pool
-from pipeline.stages import onnx_generation
+from pipeline.stages import onnx_common, onnx_generation
 from pipeline.stages.base import Artifact, Gate, NoParts, Runner, Stage, StageContext, StageParams, register_stage
 from pipeline.steps import Step
 from pipeline.tasks import GENERATION, IMAGE, SEQ2SEQ, SYNONYMS, TEXT, task_kind
 
-ONNX_FILE = "model.onnx"
+ONNX_FILE = onnx_common.ONNX_FILE
 Variant = Literal["fp32", "optimized", "int8", "fp16", "int8-arm64", "int8-avx2", "int8-avx512", "int8-avx512_vnni"]
 WeightType = Literal["quint8", "qint8"]
 
@@ -108,7 +101,7 @@ VARIANT_FILES: dict[str, str] = {"fp32": ONNX_FILE, "optimized": "model_optimize
 INT8: frozenset[str] = frozenset({"int8", *INT8_PRESETS})
 LOSSY: frozenset[str] = frozenset({"fp16", *INT8})
 EXACT_INT8_SESSION = {"session.x64quantprecision": "1"}  # onnxruntime: U8U8 (exact) in place of U8S8 on x86
-ENCODER_FILE, MERGED_DECODER_FILE = "encoder_model.onnx", "decoder_model_merged.onnx"
+ENCODER_FILE, MERGED_DECODER_FILE = onnx_common.ENCODER_FILE, "decoder_model_merged.onnx"
 UNMERGED_DECODER_FILES = ("decoder_model.onnx", "decoder_with_past_model.onnx")
 # optimum's ORTModel class per task (model card usage; the tests load packages with them)
 ORT_CLASSES = {
@@ -235,12 +228,12 @@ class OnnxExport(Stage[OnnxParams]):
                         inputs={"graph": graph_key}, libraries=self.libraries).key()
 
         if parts.take("export", graph_key) is None:
-            with _quiet():
+            with onnx_common.quiet():
                 self._export(ctx, params)
             parts.made("export", graph_key, _graph_files(work, ONNX_FILE))
         if kind == SEQ2SEQ:
             return [self._seq2seq_artifact(ctx, params)]
-        with _quiet():
+        with onnx_common.quiet():
             built = {"fp32": ONNX_FILE}
             for variant, fp16 in (("optimized", False), ("fp16", True)):
                 if variant not in params.variants:
@@ -269,7 +262,7 @@ class OnnxExport(Stage[OnnxParams]):
         for variant in params.variants:
             file = built[variant]
             files = tuple(sorted(p.name for p in work.glob(f"{file}*")))  # the graph and its external data
-            metadata = {"file": file, "variant": variant, "opset": params.opset, **_io_names(work / file)}
+            metadata = {"file": file, "variant": variant, "opset": params.opset, **onnx_common.io_names(work / file)}
             if variant in INT8:
                 weights, reduce_range = int8_settings(variant, params.int8)
                 metadata["numerics"] = int8_numerics(weights, reduce_range)
@@ -299,28 +292,10 @@ class OnnxExport(Stage[OnnxParams]):
         return Artifact(name=artifact_name("fp32"), files=files, optional="fp32" in params.optional,
                         metadata={"file": MERGED_DECODER_FILE, "encoder": ENCODER_FILE, "variant": "fp32",
                                   "opset": params.opset, "decoder_start_token_id": int(start), "decoding": DECODING,
-                                  **_io_names(work / MERGED_DECODER_FILE)})
+                                  **onnx_common.io_names(work / MERGED_DECODER_FILE)})
 
     def _export(self, ctx: StageContext, params: OnnxParams) -> None:
-        from optimum.exporters.onnx import onnx_export_from_model
-
-        export_dir = ctx.workdir / "export"
-        try:
-            custom = {"model": pooled_onnx_config(ctx.source)} if ctx.source.pooling is not None else None
-            onnx_export_from_model(ctx.source.model, output=export_dir, opset=params.opset, task=ctx.source.task,
-                                   do_validation=False, preprocessors=None, custom_onnx_configs=custom)
-        except StageError:
-            raise
-        except Exception as e:  # optimum raises bare ValueError/RuntimeError for unsupported models
-            raise StageError(self.name, f"export failed: {type(e).__name__}: {e}") from e
-        for produced in sorted(export_dir.glob("*.onnx*")):  # model.onnx and its external data
-            shutil.move(str(produced), ctx.workdir / produced.name)
-        shutil.rmtree(export_dir)
-        if not (ctx.workdir / ONNX_FILE).is_file() and not (ctx.workdir / ENCODER_FILE).is_file():
-            raise StageError(self.name, f"the exporter wrote no {ONNX_FILE}")
-        if custom is not None and POOLED_OUTPUT not in _io_names(ctx.workdir / ONNX_FILE)["outputs"]:
-            # the gate compares the outputs artifact and eager share: a dropped output would go unnoticed
-            raise StageError(self.name, f"the exported graph has no {POOLED_OUTPUT} output")
+        onnx_common.export(self.name, ctx.source, ctx.workdir, params.opset)
 
     def _optimize(self, work: Path, params: OnnxParams, fp16: bool) -> str:
         from optimum.onnxruntime import ORTOptimizer
@@ -453,53 +428,6 @@ def int8_settings(variant: str, params: Int8Params) -> tuple[str, bool]:
     return params.weights, params.reduce_range
 
 
-def pooled_onnx_config(source: LoadedSource) -> Any:
-    """optimum's own ONNX config for the model type and task, plus a ``sentence_embedding`` output
-    ([batch, hidden]) that :func:`pipeline.pooling.pool` computes from the token embeddings inside the
-    traced forward: the recipe's sentence_embedding, in the graph.
-
-    Everything else (inputs, dynamic axes, the model patcher, opset handling) stays optimum's; the
-    pooling wraps the patched forward optimum traces, so it is traced into the same graph.
-    """
-    from optimum.exporters.tasks import TasksManager
-
-    pooling = source.pooling
-    assert pooling is not None
-    constructor = TasksManager.get_exporter_config_constructor(
-        exporter="onnx", model=source.model, task=source.task, library_name="transformers")
-    base_class = constructor.func if isinstance(constructor, functools.partial) else constructor
-    keywords = constructor.keywords if isinstance(constructor, functools.partial) else {}
-
-    class PooledOnnxConfig(base_class):  # type: ignore[misc, valid-type]
-        @property
-        def outputs(self) -> dict[str, dict[int, str]]:
-            return {**super().outputs, POOLED_OUTPUT: {0: "batch_size"}}
-
-        def patch_model_for_export(self, model: Any, model_kwargs: dict[str, Any] | None = None) -> Any:
-            patcher = super().patch_model_for_export(model, model_kwargs=model_kwargs)
-            forward = patcher.patched_forward
-            signature = inspect.signature(forward)  # the model's own forward (optimum wraps it)
-
-            @functools.wraps(forward)  # optimum orders the graph inputs by this signature
-            def pooled_forward(*args: Any, **kwargs: Any) -> Any:
-                outputs = forward(*args, **kwargs)
-                # the tracer passes the inputs positionally: find the mask by the forward's signature
-                mask = signature.bind_partial(*args, **kwargs).arguments["attention_mask"]
-                outputs[POOLED_OUTPUT] = pool(outputs[TOKEN_OUTPUT], mask, pooling)
-                return outputs
-
-            patcher.patched_forward = pooled_forward
-            return patcher
-
-    config = PooledOnnxConfig(source.model.config, int_dtype="int64", float_dtype="fp32", **keywords)
-    missing = [what for what, present in (("input attention_mask", "attention_mask" in config.inputs),
-                                          (f"output {TOKEN_OUTPUT}", TOKEN_OUTPUT in config.outputs)) if not present]
-    if missing:
-        raise StageError(OnnxExport.name, f"sentence_embedding: optimum's ONNX config for {source.model_type} "
-                                 f"({source.task}) has no {', '.join(missing)} to pool with")
-    return config
-
-
 def prepare_int8_input(source: Path, folder: Path, config: Any, params: Int8Params) -> None:
     """``folder``/model.onnx (pre-processed if asked) and the config optimum's quantizer reads."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -531,7 +459,7 @@ def quantize_int8(folder: Path, params: Int8Params, *, weights: str | None = Non
     weights = weights or params.weights
     reduce_range = params.reduce_range if reduce_range is None else reduce_range
     preset = AutoQuantizationConfig.avx2 if weights == "quint8" else AutoQuantizationConfig.avx512
-    with _quiet():
+    with onnx_common.quiet():
         quantizer = ORTQuantizer.from_pretrained(folder, file_name=ONNX_FILE)
         config = preset(is_static=False, per_channel=params.per_channel, reduce_range=reduce_range,
                         operators_to_quantize=list(params.operators), nodes_to_quantize=nodes_to_quantize,
@@ -541,35 +469,9 @@ def quantize_int8(folder: Path, params: Int8Params, *, weights: str | None = Non
     return folder / file_name
 
 
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """The tracer's warnings are about exactly what the parity gate checks, and optimum and
-    onnxruntime log progress at INFO/WARNING: keep the build's output readable."""
-    loggers = [logging.getLogger(n) for n in ("optimum", "onnxruntime", "root")]
-    levels = [lg.level for lg in loggers]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for lg in loggers:
-            lg.setLevel(logging.ERROR)
-        try:
-            yield
-        finally:
-            for lg, level in zip(loggers, levels, strict=True):
-                lg.setLevel(level)
-
-
 def _graph_files(folder: Path, file: str) -> list[str]:
     """A graph's file and its external data files (``model.onnx``, ``model.onnx_data``…)."""
     return sorted(p.name for p in folder.glob(f"{file}*"))
-
-
-def _io_names(path: Path) -> dict[str, list[str]]:
-    import onnx
-
-    graph = onnx.load(str(path), load_external_data=False).graph
-    initializers = {i.name for i in graph.initializer}
-    return {"inputs": [i.name for i in graph.input if i.name not in initializers],
-            "outputs": [o.name for o in graph.output]}
 
 
 def ort_runner(path: Path, threads: int | None = None, session_config: Mapping[str, str] | None = None) -> Runner:
