@@ -31,6 +31,10 @@ the speed, so it is used only where needed); its parity report says so. The ``av
 
 optimum's own export validation is switched off: it only warns on a miss.
 
+A graph whose weights reach 1 GiB (``EXTERNAL_WEIGHTS_BYTES``) keeps them as external data
+(``model.onnx_data``) from the export on: torch's exporter would otherwise hold three serialized copies
+of them in memory at once (pipeline/stages/onnx_weights.py). Smaller graphs stay one self-contained file.
+
 With the recipe's ``sentence_embedding``, the graph also outputs ``sentence_embedding``: optimum's
 own ONNX config for the model type, with the pooling (pipeline/pooling.py) traced after the
 encoder's forward (:func:`pooled_onnx_config`), so every variant carries it too.
@@ -68,7 +72,7 @@ from pipeline.gate import lossy_gate
 from pipeline.loaded import LoadedSource
 from pipeline.pooling import OUTPUT as POOLED_OUTPUT
 from pipeline.pooling import TOKEN_OUTPUT, pool
-from pipeline.stages import onnx_generation
+from pipeline.stages import onnx_generation, onnx_weights
 from pipeline.stages.base import Artifact, Gate, NoParts, Runner, Stage, StageContext, StageParams, register_stage
 from pipeline.steps import Step
 from pipeline.tasks import GENERATION, IMAGE, SEQ2SEQ, SYNONYMS, TEXT, task_kind
@@ -108,6 +112,10 @@ VARIANT_FILES: dict[str, str] = {"fp32": ONNX_FILE, "optimized": "model_optimize
 INT8: frozenset[str] = frozenset({"int8", *INT8_PRESETS})
 LOSSY: frozenset[str] = frozenset({"fp16", *INT8})
 EXACT_INT8_SESSION = {"session.x64quantprecision": "1"}  # onnxruntime: U8U8 (exact) in place of U8S8 on x86
+# a graph whose weights reach this size is exported with them as external data (model.onnx_data) rather than
+# serialized in memory, where torch holds three copies of them at once (pipeline/stages/onnx_weights.py); below
+# it, one self-contained model.onnx, which onnxruntime and transformers.js load from the one file
+EXTERNAL_WEIGHTS_BYTES = 2**30
 ENCODER_FILE, MERGED_DECODER_FILE = "encoder_model.onnx", "decoder_model_merged.onnx"
 UNMERGED_DECODER_FILES = ("decoder_model.onnx", "decoder_with_past_model.onnx")
 # optimum's ORTModel class per task (model card usage; the tests load packages with them)
@@ -191,7 +199,7 @@ def artifact_name(variant: str) -> str:
 @register_stage("onnx")
 class OnnxExport(Stage[OnnxParams]):
     params_model = OnnxParams
-    version = 3  # 3: int8 weights QUInt8 by default; per-CPU int8 variants; numerics in the metadata
+    version = 4  # 3: int8 weights QUInt8 by default, per-CPU int8 variants; 4: weights >= 1 GiB as external data
     description = "ONNX graphs exported by optimum-onnx, run with onnxruntime"
     package_folder = "onnx"  # where optimum's ORTModel (subfolder="onnx") and transformers.js look
     exporter, exporter_label = "onnx", "ONNX"
@@ -307,8 +315,9 @@ class OnnxExport(Stage[OnnxParams]):
         export_dir = ctx.workdir / "export"
         try:
             custom = {"model": pooled_onnx_config(ctx.source)} if ctx.source.pooling is not None else None
-            onnx_export_from_model(ctx.source.model, output=export_dir, opset=params.opset, task=ctx.source.task,
-                                   do_validation=False, preprocessors=None, custom_onnx_configs=custom)
+            with onnx_weights.weights_outside(EXTERNAL_WEIGHTS_BYTES):
+                onnx_export_from_model(ctx.source.model, output=export_dir, opset=params.opset, task=ctx.source.task,
+                                       do_validation=False, preprocessors=None, custom_onnx_configs=custom)
         except StageError:
             raise
         except Exception as e:  # optimum raises bare ValueError/RuntimeError for unsupported models
