@@ -3,7 +3,14 @@
 Both checkpoints are made locally with random weights (fp32 safetensors) in a temporary folder, by a
 separate process so this one stays small. Each build runs as a fresh `convert build` process; its
 wall time and peak RSS (``os.wait4`` rusage of that process) are reported, the peak as a multiple
-of the weights' size, against the goal ``peak RSS <= 3 x weights + 600 MB``. A graph over 2 GB
+of the weights' size, against the goal ``peak RSS <= 3 x weights + 600 MB``.
+
+Where the peak is: inside the build process a thread reads its ``VmRSS`` and ``VmHWM``
+(``/proc/self/status``) every 50 ms together with the main thread's Python stack, and charges each
+reading to the innermost pipeline function on that stack and the library call under it
+(``peak_where``: the step the high-water mark was reached in; ``peak_rss_by_step``: each step's
+highest reading). A long C++ call holds the GIL, so its memory is charged to the first Python line
+that runs after it (still inside the same step). A graph over 2 GB
 must come out of the exporter with ONNX external data (``model.onnx_data``) and still pass its
 parity gate (for the decoder: prefill logits and greedy decode steps): the script checks the
 package lists that file and the gate passed.
@@ -76,6 +83,63 @@ print(sum(p.numel() for p in model.parameters()))
 '''
 
 
+# Runs `convert ARGS` in this process with a thread sampling its memory and the main thread's stack;
+# writes {"peak_where", "by_step"} to TRACE_FILE when the command ends.
+TRACE = r'''
+import json, os, sys, threading, time, traceback
+trace_file, args = sys.argv[1], sys.argv[2:]
+repo = os.getcwd() + os.sep
+main_id = threading.main_thread().ident
+by_step, where = {}, {"label": None, "hwm": 0.0}
+
+def status():
+    values = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(("VmRSS:", "VmHWM:")):
+                key, value = line.split(":")
+                values[key] = int(value.split()[0]) / 1024
+    return values
+
+def label():
+    frame = sys._current_frames().get(main_id)
+    stack = traceback.extract_stack(frame) if frame is not None else []
+    inside = [i for i, f in enumerate(stack) if f.filename.startswith(repo + "pipeline" + os.sep)]
+    if not inside:
+        return "(outside the pipeline: start-up, imports)"
+    f = stack[inside[-1]]
+    step = f"{os.path.relpath(f.filename, repo)}:{f.name}"
+    below = [g for g in stack[inside[-1] + 1:] if "site-packages" in g.filename]
+    def name(g):
+        return g.filename.split("site-packages" + os.sep)[-1].removesuffix(".py").replace(os.sep, ".") + "." + g.name
+    if below:
+        calls = [name(below[0])] + ([name(below[-1])] if len(below) > 1 else [])
+        step += " > " + " > ".join(calls)
+    return step
+
+def sample():
+    hwm = 0.0
+    while True:
+        s = status()
+        here = label()
+        value = s["VmHWM"] if s["VmHWM"] > hwm else s["VmRSS"]
+        if s["VmHWM"] > hwm:
+            hwm = s["VmHWM"]
+            where.update(label=here, hwm=round(hwm))
+        by_step[here] = max(by_step.get(here, 0), round(value))
+        time.sleep(0.05)
+
+threading.Thread(target=sample, daemon=True).start()
+from pipeline.cli import main
+try:
+    main(args, prog_name="convert")
+finally:
+    top = dict(sorted(by_step.items(), key=lambda kv: -kv[1])[:8])
+    with open(trace_file, "w") as f:
+        json.dump({"peak_where": where["label"], "peak_hwm_mb": where["hwm"], "by_step": top}, f, indent=1)
+'''
+
+
 def measure_build(cmd: list[str], cwd: Path) -> tuple[float, float, str, int]:
     """(wall seconds, peak RSS MB, stdout, exit code) of one child process; its output goes to
     temporary files so that ``wait4`` (which gives that process's own peak RSS) can reap it."""
@@ -106,13 +170,17 @@ def scale(name: str, work: Path) -> dict[str, object]:
         "name": name, "source": {"path": "checkpoint"}, "task": task, "targets": {"onnx": {"opset": 18}},
         "validation": {"texts": ["A man is eating food.", "A plane is taking off."], "shapes": [[1, 7], [3, 24]]},
     }), encoding="utf-8")
+    trace = work / name / "memory.json"
     wall, peak_mb, stdout, code = measure_build(
-        [str(BIN / "convert"), "build", str(recipe), "--out", str(work / name / "out"), "--json"], REPO)
+        [sys.executable, "-c", TRACE, str(trace), "build", str(recipe), "--out", str(work / name / "out"), "--json"],
+        REPO)
+    memory = json.loads(trace.read_text()) if trace.is_file() else {}
     result: dict[str, object] = {
         "model": name, "task": task, "parameters": params, "weights_mb": round(weights_mb, 1),
         "make_checkpoint_s": round(make_s, 1), "build_exit_code": code, "build_wall_s": round(wall, 1),
         "peak_rss_mb": round(peak_mb, 1), "peak_rss_x_weights": round(peak_mb / weights_mb, 2),
         "goal_mb": round(3 * weights_mb + 600, 1), "within_goal": peak_mb <= 3 * weights_mb + 600,
+        "peak_where": memory.get("peak_where"), "peak_rss_by_step_mb": memory.get("by_step"),
     }
     if code == 0:
         data = json.loads(stdout)
@@ -152,6 +220,8 @@ def main() -> None:
         print(f"{r['model']:12}{r['parameters'] / 1e6:>8.0f}M{r['weights_mb']:>8.0f}MB{r['build_wall_s']:>8.0f}s"
               f"{r['peak_rss_mb']:>9.0f}MB{r['peak_rss_x_weights']:>10.2f}x{r['goal_mb']:>8.0f}MB"
               f"{str(r.get('external_data', '-')):>10}{str(r.get('parity_passed', '-')):>8}")
+    for r in results:
+        print(f"{r['model']}: peak in {r['peak_where']}")
     if args.json:
         args.json.write_text(json.dumps({"results": results, "cores": os.cpu_count()}, indent=2), encoding="utf-8")
 

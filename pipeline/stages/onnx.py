@@ -31,6 +31,10 @@ the speed, so it is used only where needed); its parity report says so. The ``av
 
 optimum's own export validation is switched off: it only warns on a miss.
 
+A graph whose weights reach 1 GiB (``onnx_common.EXTERNAL_WEIGHTS_BYTES``) keeps them as external data
+(``model.onnx_data``) from the export on: torch's exporter would otherwise hold three serialized copies
+of them in memory at once (pipeline/stages/onnx_weights.py). Smaller graphs stay one self-contained file.
+
 With the recipe's ``sentence_embedding``, the graph also outputs ``sentence_embedding``: optimum's
 own ONNX config for the model type, with the pooling (pipeline/pooling.py) traced after the
 encoder's forward (:func:`pipeline.stages.onnx_common.pooled_onnx_config`), so every variant carries it too.
@@ -184,7 +188,7 @@ def artifact_name(variant: str) -> str:
 @register_stage("onnx")
 class OnnxExport(Stage[OnnxParams]):
     params_model = OnnxParams
-    version = 3  # 3: int8 weights QUInt8 by default; per-CPU int8 variants; numerics in the metadata
+    version = 4  # 3: int8 weights QUInt8 by default, per-CPU int8 variants; 4: weights >= 1 GiB as external data
     description = "ONNX graphs exported by optimum-onnx, run with onnxruntime"
     package_folder = "onnx"  # where optimum's ORTModel (subfolder="onnx") and transformers.js look
     exporter, exporter_label = "onnx", "ONNX"
@@ -233,6 +237,7 @@ class OnnxExport(Stage[OnnxParams]):
             parts.made("export", graph_key, _graph_files(work, ONNX_FILE))
         if kind == SEQ2SEQ:
             return [self._seq2seq_artifact(ctx, params)]
+        graph = _SelfContained(work)
         with onnx_common.quiet():
             built = {"fp32": ONNX_FILE}
             for variant, fp16 in (("optimized", False), ("fp16", True)):
@@ -242,17 +247,19 @@ class OnnxExport(Stage[OnnxParams]):
                 if parts.take(variant, key) is not None:
                     built[variant] = VARIANT_FILES[variant]
                     continue
-                ctx.source.config.save_pretrained(work)  # optimum's optimizer reads the model type from it
-                built[variant] = self._optimize(work, params, fp16=fp16)
+                source = graph.folder()
+                ctx.source.config.save_pretrained(source)  # optimum's optimizer reads the model type from it
+                built[variant] = self._optimize(source, work, params, fp16=fp16)
                 parts.made(variant, key, _graph_files(work, built[variant]))
             int8_key = {v: variant_key(v, params.int8.model_dump(mode="json")) for v in params.variants if v in INT8}
             int8 = [v for v, key in int8_key.items() if parts.take(v, key) is None]
             built.update({v: VARIANT_FILES[v] for v in int8_key if v not in int8})
             if int8:
-                made = self._quantize(ctx, params, int8)
+                made = self._quantize(ctx, params, int8, graph.folder() / ONNX_FILE)
                 built.update(made)
                 for variant in int8:
                     parts.made(variant, int8_key[variant], _graph_files(work, made[variant]))
+        graph.remove()
         (work / "config.json").unlink(missing_ok=True)
         if "fp32" not in params.variants:  # the base graph of the others, not an artifact itself
             (work / ONNX_FILE).unlink()
@@ -297,13 +304,14 @@ class OnnxExport(Stage[OnnxParams]):
     def _export(self, ctx: StageContext, params: OnnxParams) -> None:
         onnx_common.export(self.name, ctx.source, ctx.workdir, params.opset)
 
-    def _optimize(self, work: Path, params: OnnxParams, fp16: bool) -> str:
+    def _optimize(self, source: Path, work: Path, params: OnnxParams, fp16: bool) -> str:
+        """``source``/model.onnx (self-contained) optimized into ``work``; returns the file's name."""
         from optimum.onnxruntime import ORTOptimizer
         from optimum.onnxruntime.configuration import OptimizationConfig
 
         suffix = "fp16" if fp16 else "optimized"
         try:
-            optimizer = ORTOptimizer.from_pretrained(work, file_names=[ONNX_FILE])
+            optimizer = ORTOptimizer.from_pretrained(source, file_names=[ONNX_FILE])
             config = OptimizationConfig(optimization_level=params.optimization.level, fp16=fp16,
                                         disable_shape_inference=True)
             optimizer.optimize(config, save_dir=work, file_suffix=suffix)
@@ -312,13 +320,14 @@ class OnnxExport(Stage[OnnxParams]):
         (work / "ort_config.json").unlink(missing_ok=True)
         return VARIANT_FILES["fp16" if fp16 else "optimized"]
 
-    def _quantize(self, ctx: StageContext, params: OnnxParams, variants: list[str]) -> dict[str, str]:
-        """Each int8 variant from one pre-processed copy of the plain graph; returns variant -> file."""
+    def _quantize(self, ctx: StageContext, params: OnnxParams, variants: list[str], graph: Path) -> dict[str, str]:
+        """Each int8 variant from one pre-processed copy of the plain graph (``graph``, self-contained);
+        returns variant -> file."""
         work = ctx.workdir
         tmp = work / "int8-input"
         built = {}
         try:
-            prepare_int8_input(work / ONNX_FILE, tmp, ctx.source.config, params.int8)
+            prepare_int8_input(graph, tmp, ctx.source.config, params.int8)
             for variant in variants:
                 weights, reduce_range = int8_settings(variant, params.int8)
                 produced = quantize_int8(tmp, params.int8, weights=weights, reduce_range=reduce_range,
@@ -467,6 +476,37 @@ def quantize_int8(folder: Path, params: Int8Params, *, weights: str | None = Non
         quantizer.quantize(config, save_dir=folder,
                            file_suffix=file_name.removeprefix("model_").removesuffix(".onnx"))
     return folder / file_name
+
+
+class _SelfContained:
+    """The exported graph with its weights inside, for the variants' tools: optimum's ORTOptimizer drops a
+    graph's ``model.onnx_data`` (it writes its own data file beside its output), and onnxruntime's
+    quantization pre-processing looks for it in a temporary folder. The graph's own folder when it holds its
+    weights; else a copy with them inside (protobuf allows one under 2 GB), made on first use: the variants
+    are then built from the very graph a self-contained export gives. Making it holds the weights twice more
+    (loaded, then serialized), so a large graph's variants cost memory its fp32 export no longer does."""
+
+    def __init__(self, work: Path) -> None:
+        self.work = work
+        self.copy: Path | None = None
+
+    def folder(self) -> Path:
+        import onnx
+
+        if self.copy is not None:
+            return self.copy
+        graph = onnx.load(str(self.work / ONNX_FILE), load_external_data=False).graph
+        if not any(t.data_location == onnx.TensorProto.EXTERNAL for t in graph.initializer):
+            return self.work
+        self.copy = self.work / "self-contained"
+        self.copy.mkdir()
+        onnx.save(onnx.load(str(self.work / ONNX_FILE)), str(self.copy / ONNX_FILE))  # loading clears the links
+        return self.copy
+
+    def remove(self) -> None:
+        if self.copy is not None:
+            shutil.rmtree(self.copy)
+            self.copy = None
 
 
 def _graph_files(folder: Path, file: str) -> list[str]:

@@ -23,9 +23,14 @@ from pipeline.errors import StageError
 from pipeline.loaded import LoadedSource
 from pipeline.pooling import OUTPUT as POOLED_OUTPUT
 from pipeline.pooling import TOKEN_OUTPUT, pool
+from pipeline.stages import onnx_weights
 
 ONNX_FILE = "model.onnx"
 ENCODER_FILE = "encoder_model.onnx"
+# a graph whose weights reach this size is exported with them as external data (model.onnx_data) rather than
+# serialized in memory, where torch holds three copies of them at once (pipeline/stages/onnx_weights.py); below
+# it, one self-contained model.onnx, which onnxruntime and transformers.js load from the one file
+EXTERNAL_WEIGHTS_BYTES = 2**30
 
 
 def export(stage: str, source: LoadedSource, folder: Path, opset: int) -> None:
@@ -43,7 +48,7 @@ def export(stage: str, source: LoadedSource, folder: Path, opset: int) -> None:
     export_dir = folder / "export"
     try:
         custom = {"model": pooled_onnx_config(stage, source)} if source.pooling is not None else None
-        with quiet():
+        with quiet(), onnx_weights.weights_outside(EXTERNAL_WEIGHTS_BYTES):
             onnx_export_from_model(source.model, output=export_dir, opset=opset, task=source.task,
                                    do_validation=False, preprocessors=None, custom_onnx_configs=custom)
     except StageError:
