@@ -209,8 +209,8 @@ def make_sentence_transformers_checkpoint(folder: Path, pooling: str = "mean", n
         {"__version__": {"sentence_transformers": "5.7.0"}, "prompts": {}, "default_prompt_name": None,
          "similarity_fn_name": "cosine"}, indent=2), encoding="utf-8")
     if license is not None:
-        (folder / "README.md").write_text(f"---\nlicense: {license}\nlibrary_name: sentence-transformers\n---\n# tiny\n",
-                                          encoding="utf-8")
+        (folder / "README.md").write_text(
+            f"---\nlicense: {license}\nlibrary_name: sentence-transformers\n---\n# tiny\n", encoding="utf-8")
     return folder
 
 
