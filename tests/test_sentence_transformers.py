@@ -97,14 +97,19 @@ def _load(model: str, backend: str, file: str, caplog: pytest.LogCaptureFixture,
     return loaded
 
 
-def _check(loaded: Any, reference: Any, record: dict[str, Any], texts: list[str], threshold: float) -> np.ndarray:
+def _check(loaded: Any, reference: Any, record: dict[str, Any], texts: list[str], long: str,
+           threshold: float) -> np.ndarray:
     """The same modules, pooling and max_seq_length as the recorded ones and the reference's, and
-    embeddings within ``threshold`` cosine of the reference's; returns the cosines."""
+    embeddings within ``threshold`` cosine of the reference's; returns the cosines, ``long``'s last.
+
+    ``texts`` are encoded in one batch, as the gate ran them, and ``long`` on its own: dynamic int8
+    quantizes activations with one scale per batch, so a lossy file's error depends on its batch mates
+    (all-MiniLM-L6-v2's int8 file: worst 0.9899 with the long text in the texts' batch, under its 0.99 gate)."""
     assert [type(m).__name__ for m in loaded] == record["modules"] == [type(m).__name__ for m in reference]
     assert loaded[1].get_config_dict()["pooling_mode"] == reference[1].get_config_dict()["pooling_mode"]
     assert loaded.max_seq_length == reference.max_seq_length == record["max_seq_length"]
-    got = loaded.encode(texts, convert_to_numpy=True)
-    want = reference.encode(texts, convert_to_numpy=True)
+    got = np.concatenate([loaded.encode(texts, batch_size=len(texts)), loaded.encode([long])])
+    want = np.concatenate([reference.encode(texts, batch_size=len(texts)), reference.encode([long])])
     cos = _cosines(got, want)
     assert cos.min() >= threshold, (cos, threshold)
     if "Normalize" in record["modules"]:
@@ -192,7 +197,7 @@ def test_a_tiny_package_loads_in_sentence_transformers_as_built(tiny: dict[str, 
     before = _files(pkg)
     loaded = _load(str(pkg), backend, file, caplog)
     threshold, _ = _threshold(pkg, file)
-    _check(loaded, tiny["reference"], record, [*SHORT, TINY_LONG], threshold)
+    _check(loaded, tiny["reference"], record, SHORT, TINY_LONG, threshold)
     assert _files(pkg) == before  # nothing exported into the package
     coverage.record("bert", "feature-extraction", "onnx", built=True, parity=True,
                     consumer="sentence-transformers (backend onnx: fp32 and int8 files)")
@@ -237,7 +242,7 @@ def test_a_pushed_tiny_package_loads_from_the_hub(pushed: dict[str, Any], case: 
     loaded = _load(pushed["repo"], backend, file, caplog, revision="v1", cache_folder=str(tmp_path / "cache"))
     assert any(path.endswith("/" + file) for _, path, _ in hub.state.log[served:])  # from the loopback Hub
     threshold, _ = _threshold(pushed["pkg"], file)
-    _check(loaded, pushed["reference"], pushed["record"], [*SHORT, TINY_LONG], threshold)
+    _check(loaded, pushed["reference"], pushed["record"], SHORT, TINY_LONG, threshold)
 
 
 def test_a_module_folder_linked_outside_the_checkpoint_is_refused(tmp_path: Path) -> None:
@@ -310,7 +315,7 @@ def test_all_minilm_l6_v2_package_matches_eager_sentence_transformers(minilm: di
     before = _files(pkg)
     loaded = _load(str(pkg), backend, file, caplog)
     threshold, artifact = _threshold(pkg, file)
-    cos = _check(loaded, minilm["reference"], record, [*minilm["texts"], minilm["long"]], threshold)
+    cos = _check(loaded, minilm["reference"], record, minilm["texts"], minilm["long"], threshold)
     assert _files(pkg) == before
     assert cos[-1] >= threshold  # the long text, truncated at 256 tokens like the reference (was 0.798, issue 13)
     coverage.record("bert", "feature-extraction", "onnx", built=True, parity=True,
