@@ -29,7 +29,14 @@ from pipeline import package
 from pipeline.cli import main
 from tests import coverage
 from tests.hub_server import HubServer
-from tests.tiny import WORDS, build_ok, make_checkpoint, make_sentence_transformers_checkpoint, write_recipe
+from tests.tiny import (
+    WORDS,
+    build_ok,
+    make_checkpoint,
+    make_sentence_transformers_checkpoint,
+    write_recipe,
+    write_sentence_transformers_files,
+)
 
 # (backend, file in the package, target that builds it): torch loads the shipped source weights. The
 # OpenVINO target adds its cases here — ("openvino", "openvino/openvino_model.xml", "openvino") and
@@ -270,6 +277,34 @@ def test_weights_without_a_known_license_are_not_shipped_unless_the_recipe_says_
         "terms allow it)")}
     assert 'backend="torch"' not in (pkg / package.CARD).read_text()
     assert manifest["sentence_transformers"]["origin"] == "copied from the checkpoint"  # served all the same
+
+
+def _fp32_build(tmp_path: Path, checkpoint: Path, **extra: Any) -> tuple[Path, dict[str, Any]]:
+    recipe = write_recipe(tmp_path / "r.yaml", checkpoint, targets={"onnx": {"opset": 17}},
+                          validation={"texts": SHORT, "shapes": [[1, 5]]}, **extra)
+    data = build_ok(recipe, tmp_path / "out")
+    pkg = Path(data["package_dir"])
+    return pkg, {**json.loads((pkg / package.MANIFEST).read_text()), "warnings": data["warnings"]}
+
+
+def test_a_pooling_the_recipe_overrides_is_written_from_the_recipe(tmp_path: Path) -> None:
+    checkpoint = make_sentence_transformers_checkpoint(tmp_path / "checkpoint", "cls", True, max_seq_length=20)
+    pkg, manifest = _fp32_build(tmp_path, checkpoint, sentence_embedding={"pooling": "mean"})
+    record = manifest["sentence_transformers"]
+    assert record["origin"] == "written from sentence_embedding"  # the package serves what was gated
+    assert record["max_seq_length"] == 20  # the checkpoint's, which the recipe left to auto
+    pooling = json.loads((pkg / "1_Pooling" / "config.json").read_text())
+    assert pooling["pooling_mode_mean_tokens"] and not pooling["pooling_mode_cls_token"]
+
+
+def test_a_checkpoint_with_other_modules_is_packaged_as_before_with_a_note(tmp_path: Path) -> None:
+    checkpoint = make_sentence_transformers_checkpoint(tmp_path / "checkpoint")
+    write_sentence_transformers_files(checkpoint, extra_modules=("sentence_transformers.models.Dense",))
+    pkg, manifest = _fp32_build(tmp_path, checkpoint)
+    assert manifest["sentence_transformers"] is None and not (pkg / "modules.json").exists()
+    assert any("not packaged as a sentence-transformers repo: modules.json lists sentence_transformers.models.Dense"
+               in w for w in manifest["warnings"]), manifest["warnings"]
+    assert "library_name: onnx" in (pkg / package.CARD).read_text()
 
 
 # --- all-MiniLM-L6-v2 ------------------------------------------------------------------------------------
