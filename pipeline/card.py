@@ -191,8 +191,10 @@ def _sentence_transformers_usage(repo: str, manifest: dict[str, Any]) -> list[st
         return []
     modules = " → ".join(record["modules"])
     length = f", `max_seq_length` {record['max_seq_length']}" if record.get("max_seq_length") else ""
-    lines = ["With sentence-transformers (`pip install sentence-transformers`, plus `optimum[onnxruntime]` for "
-             "`backend=\"onnx\"`, `optimum-intel[openvino]` for `backend=\"openvino\"`): the package is a "
+    # sentence-transformers names its extras after its backends (sentence-transformers[onnx], …)
+    extras = sorted({backend for backend, *_ in rows if backend != "torch"})
+    install = f"sentence-transformers[{','.join(extras)}]" if extras else "sentence-transformers"
+    lines = [f"With sentence-transformers (`pip install {install}`): the package is a "
              f"sentence-transformers repo ({modules}{length}; its configuration "
              f"{record['origin']}), and each line loads the file it names as it is, without exporting.", "",
              "| backend | file | artifact | suits |", "| --- | --- | --- | --- |"]
