@@ -91,7 +91,8 @@ def model_options(recipe: Recipe) -> dict[str, Any]:
     alike (``sentence_embedding``). Empty when none is set, so fingerprints without them stay as they were."""
     if recipe.sentence_embedding is None:
         return {}
-    return {"sentence_embedding": recipe.sentence_embedding.model_dump(mode="json")}
+    # max_seq_length is what sentence-transformers truncates to: it shapes the package, not the model's outputs
+    return {"sentence_embedding": recipe.sentence_embedding.model_dump(mode="json", exclude={"max_seq_length"})}
 
 
 @dataclass(frozen=True)
@@ -288,6 +289,7 @@ def _build(recipe: Recipe, build_dir: Path, source: _Source, emit: Events, optio
                 for f in r.failures]
     for warning in warnings:
         emit("parity", warning)
+    notes += list(source.checked.carried.notes if source.checked.carried else ())
     for note in notes:
         emit("note", note)
     warnings = notes + warnings
@@ -311,7 +313,7 @@ def _build(recipe: Recipe, build_dir: Path, source: _Source, emit: Events, optio
                                          held=(parity_json["artifacts"], measured))
         timings["bench"] = time.perf_counter() - t
     if not failures:
-        package_fp = Step("package", params={"recipe": recipe.digest()},
+        package_fp = Step("package", version=2, params={"recipe": recipe.digest()},  # 2: sentence-transformers files
                           inputs={"source": source.resolved.provenance(), "golden": golden_fp, "parity": parity_fps,
                                   "artifacts": {a.name: a.sha256 for a in passing},
                                   "bench": bench_report.get("fingerprint") if bench_report else None},
@@ -326,7 +328,7 @@ def _build(recipe: Recipe, build_dir: Path, source: _Source, emit: Events, optio
             emit("package", "writing the package")
             package.write(paths.package, recipe=recipe, source=source.resolved, task=task,
                           artifacts=passing, parity=parity_json, golden=golden, bench=bench_report,
-                          bench_chart=paths.bench_png)
+                          bench_chart=paths.bench_png, carried=source.checked.carried)
             write_json(paths.package_record, {"fingerprint": package_fp})
         timings["package"] = time.perf_counter() - t
         package_dir = paths.package

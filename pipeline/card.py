@@ -1,6 +1,7 @@
 """The package's model card (README.md) through huggingface_hub's ModelCard and ModelCardData.
 
-Metadata: base model, library, pipeline tag, tags, license from the source's own card, and a
+Metadata: base model, library (``sentence-transformers`` where the package is a sentence-transformers
+repo), pipeline tag, tags, license from the source's own card (read by pipeline.carry), and a
 ``model-index`` carrying every artifact's gate result. Body: provenance, the parity table, the
 benchmark table and chart when the build measured one, the recommended artifact, and copy-paste
 usage for each consumer. Renders text only; it never validates against or talks to the Hub
@@ -9,30 +10,11 @@ usage for each consumer. Renders text only; it never validates against or talks 
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
-
-import yaml
 
 from pipeline.cpu import summary
 from pipeline.pooling import OUTPUT as POOLED_OUTPUT
 from pipeline.stages import get_stage
-
-
-def source_license(folder: Path) -> str | None:
-    """The ``license`` of the checkpoint's own README front matter, if it has one."""
-    readme = folder / "README.md"
-    if not readme.is_file():
-        return None
-    text = readme.read_text(encoding="utf-8", errors="replace")
-    if not text.startswith("---"):
-        return None
-    try:
-        meta = yaml.safe_load(text.split("---", 2)[1])
-    except (yaml.YAMLError, IndexError):
-        return None
-    value = meta.get("license") if isinstance(meta, dict) else None
-    return str(value) if value else None
 
 
 def _worst(report: dict[str, Any], key: str, pick: Any) -> float | None:
@@ -61,11 +43,15 @@ def render(*, repo_id: str | None, manifest: dict[str, Any], parity: dict[str, A
                                           metric_type=metric, metric_value=round(value, 8),
                                           metric_name=f"{artifact} {metric} vs eager PyTorch", verified=False))
     # a graph that outputs the pooled sentence embedding is what the Hub lists as sentence-similarity
-    embeds = any(POOLED_OUTPUT in a.get("metadata", {}) for a in artifacts.values())
+    sentence_repo = bool(manifest.get("sentence_transformers"))
+    embeds = sentence_repo or any(POOLED_OUTPUT in a.get("metadata", {}) for a in artifacts.values())
     stages = [get_stage(stage) for stage in by_stage(artifacts)]  # in package (registry) order
-    # the library that loads the package: the first target's that names one (the registry orders them)
-    library = next((s.library_name for s in stages if s.library_name), None)
-    tags = {"parity-gated", *(s.name for s in stages), *(t for s in stages for t in s.card_tags)}
+    # the library that loads the package: sentence-transformers for its repos, else the first target's that
+    # names one (the registry orders them)
+    library = "sentence-transformers" if sentence_repo else next((s.library_name for s in stages if s.library_name),
+                                                                  None)
+    tags = {"parity-gated", *(s.name for s in stages), *(t for s in stages for t in s.card_tags),
+            *(["sentence-transformers"] if sentence_repo else [])}
     data = ModelCardData(
         base_model=base_model, library_name=library, pipeline_tag="sentence-similarity" if embeds else task,
         license=license, tags=sorted(tags),
@@ -120,7 +106,8 @@ def _body(repo: str, manifest: dict[str, Any], parity: dict[str, Any], bench: di
         lines += get_stage(stage).card_section(entries)
     if bench:
         lines += _bench_section(bench)
-    lines += ["## Usage", ""] + _usage(repo, task, artifacts, recommended)
+    lines += ["## Usage", ""] + _sentence_transformers_usage(repo, manifest) + _usage(repo, task, artifacts,
+                                                                                      recommended)
     return "\n".join(lines) + "\n"
 
 
@@ -179,6 +166,46 @@ def by_stage(artifacts: dict[str, Any]) -> dict[str, dict[str, Any]]:
     for name, entry in artifacts.items():
         out.setdefault(entry["stage"], {})[name] = entry
     return out
+
+
+def _sentence_transformers_usage(repo: str, manifest: dict[str, Any]) -> list[str]:
+    """``SentenceTransformer(repo, backend=…)`` for every packaged file of a target that names a backend
+    (:attr:`pipeline.stages.Stage.sentence_transformers_backend`), and ``backend="torch"`` where the source
+    weights ship; with the CPUs each file suits. Nothing unless the package is a sentence-transformers repo."""
+    record = manifest.get("sentence_transformers")
+    if not record:
+        return []
+    rows: list[tuple[str, str | None, str, str]] = []  # backend, file, artifact, suits
+    if (manifest.get("source_weights") or {}).get("shipped"):
+        rows.append(("torch", None, "the source weights (`model.safetensors`)", "any CPU (eager PyTorch)"))
+    for stage_name, entries in by_stage(manifest["artifacts"]).items():
+        stage = get_stage(stage_name)
+        if stage.sentence_transformers_backend is None:
+            continue
+        for art, entry in entries.items():
+            file = entry.get("metadata", {}).get("file")
+            if file:
+                rows.append((stage.sentence_transformers_backend, f"{entry['folder']}/{file}", f"`{art}`",
+                             stage.suits(entry)))
+    if not rows:
+        return []
+    modules = " → ".join(record["modules"])
+    length = f", `max_seq_length` {record['max_seq_length']}" if record.get("max_seq_length") else ""
+    # sentence-transformers names its extras after its backends (sentence-transformers[onnx], …)
+    extras = sorted({backend for backend, *_ in rows if backend != "torch"})
+    install = f"sentence-transformers[{','.join(extras)}]" if extras else "sentence-transformers"
+    lines = [f"With sentence-transformers (`pip install {install}`): the package is a "
+             f"sentence-transformers repo ({modules}{length}; its configuration "
+             f"{record['origin']}), and each line loads the file it names as it is, without exporting.", "",
+             "| backend | file | artifact | suits |", "| --- | --- | --- | --- |"]
+    lines += [f"| `{backend}` | {f'`{file}`' if file else '-'} | {art} | {suits} |"
+              for backend, file, art, suits in rows]
+    lines += ["", "```python", "from sentence_transformers import SentenceTransformer", ""]
+    for backend, file, _, suits in rows:
+        kwargs = f', model_kwargs={{"file_name": "{file}"}}' if file else ""
+        lines.append(f'model = SentenceTransformer("{repo}", backend="{backend}"{kwargs})  # {suits}')
+    lines += ['embeddings = model.encode(["A man is eating food.", "A plane is taking off."])', "```", ""]
+    return lines
 
 
 def _usage(repo: str, task: str, artifacts: dict[str, Any], recommended: str | None) -> list[str]:

@@ -71,6 +71,19 @@ class Timing(_Strict):
     files: dict[str, FileEntry] = Field(default_factory=dict)
 
 
+class SentenceTransformersRecord(_Strict):
+    origin: Literal["copied from the checkpoint", "written from sentence_embedding"]
+    modules: list[Literal["Transformer", "Pooling", "Normalize"]] = Field(min_length=1)
+    max_seq_length: int | None = Field(default=None, ge=1)
+    files: list[str] = Field(min_length=1)
+
+
+class SourceWeightsRecord(_Strict):
+    shipped: bool
+    files: list[str] = Field(default_factory=list)
+    reason: str
+
+
 class Manifest(_Strict):
     format: Literal[1]
     name: str
@@ -82,6 +95,8 @@ class Manifest(_Strict):
     artifacts: dict[str, ArtifactEntry]
     recommended: str | None = None
     golden: GoldenNames
+    sentence_transformers: SentenceTransformersRecord | None = None
+    source_weights: SourceWeightsRecord | None = None
     versions: dict[str, str | None] = Field(default_factory=dict)
     gated_on: dict[str, Any] | None = None
     files: dict[str, FileEntry]
@@ -195,6 +210,16 @@ def manifest(data: Any) -> Manifest:
         keep_inside(field, rel)
         if rel not in listed:
             raise RepoProblem(f"repo's manifest names {field} {rel!r}, a file it does not list")
+    carried = {"sentence_transformers": m.sentence_transformers.files if m.sentence_transformers else [],
+               "source_weights": m.source_weights.files if m.source_weights else []}
+    for field, rels in carried.items():
+        for rel in rels:
+            keep_inside(f"{field}.files", rel)
+            if rel not in listed:
+                raise RepoProblem(f"repo's manifest lists {field}.files {rel!r} without a hash (not in files)")
+    if m.source_weights and m.source_weights.shipped != bool(m.source_weights.files):
+        raise RepoProblem("repo's manifest says source_weights.shipped is "
+                          f"{str(m.source_weights.shipped).lower()} but lists {len(m.source_weights.files)} files")
     stages = registered_stages()
     for name, entry in m.artifacts.items():
         where = f"artifacts.{name}"

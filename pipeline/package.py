@@ -23,7 +23,8 @@ from typing import Any
 
 from pipeline import __version__, cpu
 from pipeline.atomic import atomic_dir, link_or_copy, write_json
-from pipeline.card import render, source_license
+from pipeline.card import render
+from pipeline.carry import Carried, checkpoint_license
 from pipeline.filehash import sha256_file
 from pipeline.layout import BENCH_JSON, BENCH_PNG, CARD, GOLDEN_INPUTS, GOLDEN_OUTPUTS, MANIFEST, PARITY
 from pipeline.loaded import ResolvedSource
@@ -59,17 +60,25 @@ SOURCE_FILES = ("config.json", "generation_config.json", "preprocessor_config.js
 
 def write(target: Path, *, recipe: Recipe, source: ResolvedSource, task: str, artifacts: list[PackagedArtifact],
           parity: dict[str, Any], golden: tuple[Path, Path], bench: dict[str, Any] | None = None,
-          bench_chart: Path | None = None) -> dict[str, Any]:
+          bench_chart: Path | None = None, carried: Carried | None = None) -> dict[str, Any]:
     """Write the package folder ``target`` atomically; returns its manifest.
 
     ``bench`` (a benchmark report of this build) names the recommended artifact and adds the
-    benchmark table and ``bench_chart`` to the card.
+    benchmark table and ``bench_chart`` to the card. ``carried`` (:func:`pipeline.carry.plan`, decided
+    when the source was checked) adds the sentence-transformers files and the source weights.
     """
+    sentence = carried.sentence if carried is not None else None
+    weights = carried.weights if carried is not None else None
     with atomic_dir(target) as tmp:
-        for name in SOURCE_FILES:
-            # copied, never linked: the checkpoint is not ours to share; source.file keeps to the checkpoint folder
+        # copied, never linked: the checkpoint is not ours to share; source.file keeps to the checkpoint folder
+        copied = [*SOURCE_FILES, *(sentence.copied if sentence else ()), *(weights.files if weights else ())]
+        for name in dict.fromkeys(copied):
             if (found := source.file(name)) is not None:
+                (tmp / name).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(found, tmp / name)
+        for name, data in sentence.written if sentence else ():
+            (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+            (tmp / name).write_bytes(data)
         known: dict[str, str] = {}
         for artifact in artifacts:
             (tmp / artifact.folder).mkdir(parents=True, exist_ok=True)
@@ -98,6 +107,9 @@ def write(target: Path, *, recipe: Recipe, source: ResolvedSource, task: str, ar
             },
             "recommended": bench["recommended"] if bench else None,
             "golden": {"inputs": GOLDEN_INPUTS, "outputs": GOLDEN_OUTPUTS},
+            # what sentence-transformers loads (None: not a sentence-transformers repo), and the source weights
+            "sentence_transformers": sentence.record() if sentence else None,
+            "source_weights": weights.record() if weights else None,
             "versions": library_versions(lib for a in artifacts for lib in get_stage(a.stage).libraries),
             # parity numbers (and which int8 kernels ran) belong to the CPU that gated them
             "gated_on": cpu.numerics_record(),
@@ -106,7 +118,7 @@ def write(target: Path, *, recipe: Recipe, source: ResolvedSource, task: str, ar
         manifest["files"] = table  # before the card: the card shows sizes
         card = tmp / CARD
         card.write_text(render(repo_id=recipe.publish.repo if recipe.publish else None, manifest=manifest,
-                               parity=parity, bench=bench, license=source_license(source.folder)), encoding="utf-8")
+                               parity=parity, bench=bench, license=checkpoint_license(source)), encoding="utf-8")
         table = {**table, CARD: {"sha256": sha256_file(card), "size": card.stat().st_size}}
         manifest["files"] = {k: v for k, v in table.items() if k not in TIMING_FILES}
         manifest["timing"] = {

@@ -206,6 +206,20 @@ class SentenceEmbedding(Strict):
     normalize: bool | Literal["auto"] = Field(
         default="auto", description="L2-normalize the pooled embedding; auto: when the checkpoint's modules.json "
         "lists a Normalize module")
+    max_seq_length: Annotated[int, Field(ge=1, le=1_000_000)] | Literal["auto"] = Field(
+        default="auto", description="tokens sentence-transformers keeps per text (longer texts are truncated), "
+        "written to the package's sentence_bert_config.json; auto: the checkpoint's sentence_bert_config.json, "
+        "else the smaller of the tokenizer's model_max_length and the model's max_position_embeddings")
+
+
+class PackageOptions(Strict):
+    """What the package carries besides the artifacts."""
+
+    source_weights: bool | Literal["auto"] = Field(
+        default="auto", description="ship the checkpoint's safetensors weights at the package root "
+        "(model.safetensors), so sentence-transformers' backend=\"torch\" and transformers' from_pretrained load "
+        "the package; never pickles. auto: when the checkpoint's README names a license known to allow "
+        "redistribution (Apache-2.0, MIT, BSD, CC-BY, …); a checkpoint with no or another license ships none")
 
 
 class Publish(Strict):
@@ -228,6 +242,7 @@ class Recipe(Strict):
         f"{', '.join(EMBEDDING_TASKS)} only (sentence-similarity: on by default, with auto settings)")
     validation: Validation = Field(default_factory=Validation)
     bench: Bench = Field(default_factory=Bench)
+    package: PackageOptions = Field(default_factory=PackageOptions)
     publish: Publish | None = None
     public_values: list[str] = Field(
         default_factory=list, description="fields (dotted, as errors name them, e.g. validation.texts.2) whose "

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline import sizes
+from pipeline import carry, sizes
 from pipeline.errors import SourceError
 from pipeline.filehash import sha256_file
 from pipeline.hub_http import bound_timeouts
@@ -28,7 +28,7 @@ from pipeline.paths import MissingPath, UnsafePath, inside, regular_files
 from pipeline.pooling import Pooling
 from pipeline.pooling import resolve as resolve_pooling
 from pipeline.recipe import Recipe, check_task
-from pipeline.tasks import IMAGE, task_kind
+from pipeline.tasks import EMBEDDING_TASKS, IMAGE, task_kind
 
 __all__ = ["CheckedSource", "LoadedSource", "ResolvedSource", "sha256_file", "resolve", "check", "load"]
 
@@ -159,6 +159,7 @@ class CheckedSource:
 
     config: dict[str, Any]
     pooling: Pooling | None
+    carried: carry.Carried | None = None  # what the package carries from the checkpoint (pipeline.carry)
 
 
 def check(recipe: Recipe, resolved: ResolvedSource) -> CheckedSource:
@@ -225,8 +226,11 @@ def _check(recipe: Recipe, resolved: ResolvedSource) -> CheckedSource:
         field = ("source", e.field) if e.field else loc
         raise SourceError(str(recipe.problem(field, e.message if e.field else f"{folder}: {e.message}"))) from None
     # a sentence_embedding the checkpoint cannot back fails before loading
-    return CheckedSource(config, resolve_pooling(recipe.sentence_embedding, folder, recipe.problem,
-                                                 links_within=resolved.links_within))
+    pooling = resolve_pooling(recipe.sentence_embedding, folder, recipe.problem, links_within=resolved.links_within)
+    carried = carry.plan(resolved, config, task=recipe.task, embedding_tasks=EMBEDDING_TASKS,
+                         spec=recipe.sentence_embedding, pooling=pooling, package=recipe.package,
+                         problem=recipe.problem)
+    return CheckedSource(config, pooling, carried)
 
 
 def _safetensors_files(resolved: ResolvedSource) -> list[tuple[str, Path | None]]:

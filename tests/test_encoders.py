@@ -429,7 +429,8 @@ def test_the_real_all_minilm_pools_as_its_sentence_transformers_files_say(tmp_pa
     manifest = json.loads((pkg / package.MANIFEST).read_text())
     assert manifest["artifacts"]["onnx"]["metadata"]["sentence_embedding"] == {
         "mode": "mean", "normalize": True, "origin": "checkpoint 1_Pooling/config.json, modules.json"}
-    assert manifest["recipe"]["sentence_embedding"] == {"pooling": "auto", "normalize": "auto"}
+    assert manifest["recipe"]["sentence_embedding"] == {"pooling": "auto", "normalize": "auto",
+                                                        "max_seq_length": "auto"}
     inputs, outputs = _golden(pkg)
     for batch, feed in inputs.items():
         independent = _reference_embedding(outputs[batch]["last_hidden_state"], feed["attention_mask"], "mean", True)

@@ -418,6 +418,13 @@ REPO_CASES = [
      ["repo's manifest points outside the repo: artifacts.onnx.metadata.file '../../../x.onnx' leaves"]),
     ("runner file not listed", _unlisted_runner_file,
      ["repo's manifest runs artifacts.onnx from 'other.onnx', a file the artifact does not list"]),
+    ("sentence-transformers file ../../", _set(("sentence_transformers",), {
+        "origin": "copied from the checkpoint", "modules": ["Transformer", "Pooling"], "max_seq_length": 8,
+        "files": ["../../etc/passwd"]}),
+     ["repo's manifest points outside the repo: sentence_transformers.files '../../etc/passwd' leaves its folder"]),
+    ("source weights without a hash", _set(("source_weights",), {"shipped": True, "files": ["model.safetensors"],
+                                                                  "reason": "x"}),
+     ["repo's manifest lists source_weights.files 'model.safetensors' without a hash (not in files)"]),
     ("manifest not JSON (issue 6)", _raw_manifest(b"\x00not json{"), ["repo's manifest.json is not valid JSON"]),
     ("manifest a JSON list (issue 6)", _raw_manifest(b"[1, 2, 3]"),
      ["repo's manifest.json is not a JSON object (got a list)"]),

@@ -47,7 +47,7 @@ CASES = [
      [r":7:12: targets\.onnx\.opset: expected an integer \(got 'seventeen'\)$"]),
     ("unknown top-level key", GOOD + "extra: 1\n",
      [r":16:1: extra: unknown key \(expected one of: name, source, task, targets, sentence_embedding, validation, "
-      r"bench, publish, public_values\)$"]),
+      r"bench, package, publish, public_values\)$"]),
     ("unknown target", _edit("  onnx:\n    opset: 17", "  onxx:\n    opset: 17"),
      [r":6:3: targets\.onxx: unknown key \(expected one of: onnx"]),
     ("misspelled param", _edit("opset: 17", "opsett: 17"),

@@ -195,6 +195,25 @@ def write_sentence_transformers_files(folder: Path, pooling: str = "mean", norma
     return folder
 
 
+def make_sentence_transformers_checkpoint(folder: Path, pooling: str = "mean", normalize: bool = True,
+                                          max_seq_length: int = 24, license: str | None = None, seed: int = 0) -> Path:
+    """A tiny BERT saved as sentence-transformers saves a model: :func:`make_checkpoint`, then modules.json,
+    1_Pooling/config.json (``pooling``), Normalize when ``normalize``, sentence_bert_config.json with a
+    ``max_seq_length`` shorter than the model's positions (so truncation shows), config_sentence_transformers.json,
+    and a README whose front matter names ``license`` (none: no README)."""
+    make_checkpoint(folder, "bert", "feature-extraction", seed)
+    write_sentence_transformers_files(folder, pooling=pooling, normalize=normalize)
+    (folder / "sentence_bert_config.json").write_text(
+        json.dumps({"max_seq_length": max_seq_length, "do_lower_case": False}, indent=2), encoding="utf-8")
+    (folder / "config_sentence_transformers.json").write_text(json.dumps(
+        {"__version__": {"sentence_transformers": "5.7.0"}, "prompts": {}, "default_prompt_name": None,
+         "similarity_fn_name": "cosine"}, indent=2), encoding="utf-8")
+    if license is not None:
+        (folder / "README.md").write_text(
+            f"---\nlicense: {license}\nlibrary_name: sentence-transformers\n---\n# tiny\n", encoding="utf-8")
+    return folder
+
+
 def write_recipe(path: Path, source_folder: Path | None = None, **overrides: object) -> Path:
     """A recipe file at ``path`` whose source is ``source_folder`` (written relative to the recipe)."""
     import os

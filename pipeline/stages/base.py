@@ -118,6 +118,9 @@ class Stage(Generic[P]):
     # the model card's library_name when this target's files are packaged (the first target's that names one)
     library_name: ClassVar[str | None] = None
     card_tags: ClassVar[tuple[str, ...]] = ()  # model card tags its packaged files earn (its name is always one)
+    # sentence-transformers' ``backend=`` that loads this target's packaged files (each artifact's metadata
+    # "file", as ``model_kwargs={"file_name": "<folder>/<file>"}``) when the package is a sentence-transformers repo
+    sentence_transformers_backend: ClassVar[str | None] = None
     # model types this target claims by a map of its own (tests/test_completeness.py holds it to them);
     # () where it takes what its exporter or tracer takes
     architectures: ClassVar[tuple[str, ...]] = ()
@@ -198,6 +201,10 @@ class Stage(Generic[P]):
     def card_section(self, artifacts: Mapping[str, Mapping[str, Any]]) -> list[str]:
         """Markdown lines the model card adds after the parity table about this target's packaged files."""
         return []
+
+    def suits(self, entry: Mapping[str, Any]) -> str:
+        """The CPUs a packaged artifact (its manifest entry) is meant for, as the model card says it."""
+        return "any CPU"
 
 
 def _installed(module: str) -> bool:

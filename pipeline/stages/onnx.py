@@ -195,6 +195,7 @@ class OnnxExport(Stage[OnnxParams]):
     libraries = ("optimum", "optimum-onnx", "onnx", "onnxruntime")
     library_name = "onnx"
     card_tags = ("onnx", "optimum", "transformers.js")
+    sentence_transformers_backend = "onnx"  # its ORTModelForFeatureExtraction loads onnx/<file>
 
     def register_exporter_configs(self) -> None:
         import optimum.exporters.onnx.model_configs  # noqa: F401  (registers the ONNX configs per model type)
@@ -409,13 +410,21 @@ class OnnxExport(Stage[OnnxParams]):
             for art, entry in int8.items():
                 meta = entry["metadata"]
                 n = meta["numerics"]
-                default_suits = "any CPU" if n["exact_on"] == "every CPU" else "VNNI/AMX or ARM64"
                 weights = n["weights"] + (" (7-bit)" if n.get("reduce_range") else "")
-                lines.append(f"| `{art}` | `{entry['folder']}/{meta['file']}` | {weights} | "
-                             f"{meta.get('suits', default_suits)} | "
+                lines.append(f"| `{art}` | `{entry['folder']}/{meta['file']}` | {weights} | {self.suits(entry)} | "
                              f"{n['exact_on']} | {n['gated_with']} |")
             lines.append("")
         return lines
+
+    def suits(self, entry: Mapping[str, Any]) -> str:
+        """A per-CPU int8 preset's CPUs; other int8 graphs by where their kernels are exact; the rest any CPU."""
+        meta = entry.get("metadata", {})
+        if "suits" in meta:
+            return str(meta["suits"])
+        numerics = meta.get("numerics")
+        if numerics:
+            return "any CPU" if numerics["exact_on"] == "every CPU" else "VNNI/AMX or ARM64"
+        return "any CPU"
 
     def runner(self, stage_dir: Path, artifact: Artifact, threads: int | None = None) -> Runner:
         meta = artifact.metadata
