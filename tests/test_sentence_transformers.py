@@ -38,15 +38,17 @@ from tests.tiny import (
     write_sentence_transformers_files,
 )
 
-# (backend, file in the package, target that builds it): torch loads the shipped source weights. The
-# OpenVINO target adds its cases here — ("openvino", "openvino/openvino_model.xml", "openvino") and
-# ("openvino", "openvino/openvino_model_qint8_quantized.xml", "openvino") — and its params to TARGETS.
+# (backend, file in the package, target that builds it): torch loads the shipped source weights.
 CASES = [
     ("torch", "model.safetensors", None),
     ("onnx", "onnx/model.onnx", "onnx"),
     ("onnx", "onnx/model_quantized.onnx", "onnx"),
+    ("openvino", "openvino/openvino_model.xml", "openvino"),
+    ("openvino", "openvino/openvino_model_int8_weights.xml", "openvino"),
+    ("openvino", "openvino/openvino_model_qint8_quantized.xml", "openvino"),
 ]
-TARGETS: dict[str, dict[str, Any]] = {"onnx": {"opset": 17, "variants": ["fp32", "int8"]}}
+TARGETS: dict[str, dict[str, Any]] = {"onnx": {"opset": 17, "variants": ["fp32", "int8"]},
+                                      "openvino": {"variants": ["fp32", "int8-weights", "int8"]}}
 FP32_COSINE = 0.9999
 TINY_LENGTH = 24  # the tiny models' max_seq_length: shorter than their 128 positions, so truncation shows
 SHORT = ["a man is eating food.", "hi", "the girl is carrying a baby on a plane at dawn"]
@@ -195,7 +197,7 @@ def pushed(tmp_path_factory: pytest.TempPathFactory, hub: HubServer) -> dict[str
 @pytest.mark.parametrize("case", CASES, ids=_case_id)
 def test_a_tiny_package_loads_in_sentence_transformers_as_built(tiny: dict[str, Any], case: tuple,
                                                                 caplog: pytest.LogCaptureFixture) -> None:
-    backend, file, _ = case
+    backend, file, target = case
     pkg, record = tiny["pkg"], tiny["record"]
     origin = {"copied": "copied from the checkpoint", "written": "written from sentence_embedding"}[tiny["how"]]
     assert record["origin"] == origin and record["max_seq_length"] == TINY_LENGTH
@@ -206,8 +208,9 @@ def test_a_tiny_package_loads_in_sentence_transformers_as_built(tiny: dict[str, 
     threshold, _ = _threshold(pkg, file)
     _check(loaded, tiny["reference"], record, SHORT, TINY_LONG, threshold)
     assert _files(pkg) == before  # nothing exported into the package
-    coverage.record("bert", "feature-extraction", "onnx", built=True, parity=True,
-                    consumer="sentence-transformers (backend onnx: fp32 and int8 files)")
+    if target is not None:
+        coverage.record("bert", "feature-extraction", target, built=True, parity=True,
+                        consumer=f"sentence-transformers (backend {backend}: fp32 and int8 files)")
 
 
 def test_the_written_files_are_what_sentence_transformers_reads(tiny: dict[str, Any]) -> None:
@@ -340,7 +343,7 @@ def minilm(tmp_path_factory: pytest.TempPathFactory, minilm_folder: Path) -> dic
 @pytest.mark.parametrize("case", CASES, ids=_case_id)
 def test_all_minilm_l6_v2_package_matches_eager_sentence_transformers(minilm: dict[str, Any], case: tuple,
                                                                       caplog: pytest.LogCaptureFixture) -> None:
-    backend, file, _ = case
+    backend, file, target = case
     pkg, record = minilm["pkg"], minilm["record"]
     assert record == {"origin": "copied from the checkpoint", "modules": ["Transformer", "Pooling", "Normalize"],
                       "max_seq_length": 256, "files": ["1_Pooling/config.json", "config_sentence_transformers.json",
@@ -353,8 +356,9 @@ def test_all_minilm_l6_v2_package_matches_eager_sentence_transformers(minilm: di
     cos = _check(loaded, minilm["reference"], record, minilm["texts"], minilm["long"], threshold)
     assert _files(pkg) == before
     assert cos[-1] >= threshold  # the long text, truncated at 256 tokens like the reference (was 0.798, issue 13)
-    coverage.record("bert", "feature-extraction", "onnx", built=True, parity=True,
-                    consumer="sentence-transformers (backend onnx: fp32 and int8 files)")
+    if target is not None:
+        coverage.record("bert", "feature-extraction", target, built=True, parity=True,
+                        consumer=f"sentence-transformers (backend {backend}: fp32 and int8 files)")
 
 
 @pytest.mark.slow
