@@ -288,7 +288,7 @@ def _our_runner(ctx: Context, name: str) -> tuple[Embed, list[Path], str]:
     artifact = Artifact(name=name, files=tuple(f.removeprefix(prefix) for f in entry["files"]),
                         metadata=dict(entry["metadata"]), skips_padding=entry.get("skips_padding", False))
     run = get_stage(entry["stage"]).runner(ctx.package / entry["folder"], artifact, threads=ctx.threads)
-    runtime = "onnxruntime" if entry["stage"] == "onnx" else "torch"
+    runtime = {"onnx": "onnxruntime", "openvino": "openvino"}.get(entry["stage"], "torch")
     return _with_pooling(run), [ctx.package / f for f in entry["files"]], f"{runtime} (our {entry['stage']} runner)"
 
 
@@ -480,11 +480,15 @@ def _openvino(weights_8bit: bool) -> Callable[[Context], tuple[Embed, list[Path]
     return build
 
 
-def entries(recommended: str, preset: str, kept_fp32: int) -> list[Entry]:
+def entries(recommended: str, preset: str, kept_fp32: int, openvino: Sequence[str] = ()) -> list[Entry]:
     """Every entry, eager first; ``recommended`` is the package's recommended artifact, ``kept_fp32``
-    how many MatMuls its recipe keeps in fp32 in int8 graphs."""
+    how many MatMuls its recipe keeps in fp32 in int8 graphs, ``openvino`` the package's OpenVINO artifacts."""
     ours = [Entry(f"ours-{recommended}", f"our build's recommended artifact ({recommended})",
                   lambda ctx: _our_runner(ctx, recommended))]
+    for name in openvino:
+        if name != recommended:
+            ours.append(Entry(f"ours-{name}", f"our {name} (the openvino target)",
+                              lambda ctx, name=name: _our_runner(ctx, name)))
     if recommended != "onnx-int8":
         ours.append(Entry("ours-onnx-int8", f"our onnx-int8 (ORTQuantizer dynamic, the recipe's int8 settings, "
                           f"{kept_fp32} sensitive MatMuls in fp32)", lambda ctx: _our_runner(ctx, "onnx-int8")))
@@ -574,7 +578,8 @@ def main() -> None:
     recommended = manifest.get("recommended") or "onnx"
     preset = cpu.current()["int8_preset"] or "avx2"
     int8 = manifest.get("recipe", {}).get("targets", {}).get("onnx", {}).get("int8", {})
-    everything = entries(recommended, preset, len(int8.get("exclude_nodes", [])))
+    openvino = sorted(n for n, e in manifest["artifacts"].items() if e["stage"] == "openvino")
+    everything = entries(recommended, preset, len(int8.get("exclude_nodes", [])), openvino)
     try:
         keep = set(selected([e.name for e in everything if e.name != EAGER],
                             [w.strip() for w in args.only.split(",") if w.strip()] if args.only else None))
