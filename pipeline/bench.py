@@ -29,6 +29,7 @@ from pipeline.bench_settings import BenchSettings
 from pipeline.errors import PipelineError, UnsupportedModelError
 from pipeline.layout import BENCH_JSON, BENCH_PNG, STAGE_RECORD, BuildDir
 from pipeline.loaded import LoadedSource
+from pipeline.settings import ort_session_config
 from pipeline.stages import Artifact, Stage, get_stage
 from pipeline.tasks import TEXT, task_kind
 from pipeline.versions import library_versions
@@ -305,6 +306,7 @@ def run(build_dir: Path, source: LoadedSource, settings: BenchSettings,
                     "results": traffic_rows} if sets else None,
         "noise": {"rounds": settings.runs, "interleaved": True, **stats.noise(intervals, spreads)},
         "threads": settings.threads,
+        "onnxruntime_session_config": ort_session_config(),  # idle spinning off unless the environment says so
         "gates": gates,
         "versions": library_versions(libraries),
         "cpu": cpu.current(),  # speed figures hold for this CPU only

@@ -20,13 +20,22 @@ def threads() -> int | None:
     return int(value) if value.isdigit() and int(value) > 0 else None
 
 
+# onnxruntime's worker threads keep spinning for a while after each run by default. Every session the pipeline
+# opens shares its process, and the cores, with other runtimes (the gate runs eager torch beside it, the
+# benchmark interleaves every artifact round by round), and that spinning took the cores from whatever ran
+# next: in `convert bench` of the demo on 2 cores the OpenVINO fp32 IR measured 0.66x eager at 1x128 after
+# onnxruntime runs and 2.13x with spinning off (onnxruntime's own graphs got faster too, 1.44x -> 1.68x).
+ORT_DEFAULT_SESSION_CONFIG = {"session.intra_op.allow_spinning": "0"}
+
+
 def ort_session_config() -> dict[str, str]:
-    """Extra onnxruntime session config entries for every session the pipeline opens
-    (``CONVERT_ORT_SESSION_CONFIG="key=value,key=value"``), e.g. ``session.x64quantprecision=1`` to
-    force onnxruntime's exact U8U8 int8 kernels on any x86 CPU: a check that nothing depends on the CPU."""
+    """onnxruntime session config entries for every session the pipeline opens: no idle spinning
+    (:data:`ORT_DEFAULT_SESSION_CONFIG`), then ``CONVERT_ORT_SESSION_CONFIG="key=value,key=value"``'s, which
+    win, e.g. ``session.x64quantprecision=1`` to force onnxruntime's exact U8U8 int8 kernels on any x86 CPU (a
+    check that nothing depends on the CPU) or ``session.intra_op.allow_spinning=1`` to spin again."""
     value = os.environ.get(ORT_SESSION_CONFIG_ENV, "")
     pairs = (item.partition("=") for item in value.split(",") if item.strip())
-    return {k.strip(): v.strip() for k, _, v in pairs if k.strip() and v.strip()}
+    return {**ORT_DEFAULT_SESSION_CONFIG, **{k.strip(): v.strip() for k, _, v in pairs if k.strip() and v.strip()}}
 
 
 HUB_TIMEOUT_ENV = "CONVERT_HUB_TIMEOUT"

@@ -208,3 +208,35 @@ def test_bench_without_a_build_is_a_clear_error(tmp_path: Path, checkpoints: dic
     result = CliRunner().invoke(main, ["bench", str(recipe), "--out", str(tmp_path / "none")])
     assert result.exit_code == 1
     assert "no build to measure" in result.stderr and "Traceback" not in result.output
+
+
+def _identity_graph(path: Path) -> Path:
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [None])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [None])
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g", [x], [y])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+@pytest.mark.parametrize(("env", "spinning"), [(None, "0"), ("session.intra_op.allow_spinning=1", "1"),
+                                               ("session.x64quantprecision=1", "0")])
+def test_onnxruntime_sessions_do_not_spin_idle_unless_asked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                            env: str | None, spinning: str) -> None:
+    """Every session the pipeline opens (gate, bench, verify) leaves the cores to the next runtime when its run
+    ends: idle spinning off by default (it cost the OpenVINO IR 3x at 1x128 in an interleaved bench), the
+    environment's entries on top."""
+    from pipeline.stages.onnx_generation import session
+
+    if env is None:
+        monkeypatch.delenv("CONVERT_ORT_SESSION_CONFIG", raising=False)
+    else:
+        monkeypatch.setenv("CONVERT_ORT_SESSION_CONFIG", env)
+    opened = session(_identity_graph(tmp_path / "g.onnx"), threads=2)
+    options = opened.get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == spinning
+    if env == "session.x64quantprecision=1":
+        assert options.get_session_config_entry("session.x64quantprecision") == "1"
+    assert opened.run(None, {"x": np.arange(3, dtype=np.float32)})[0].tolist() == [0.0, 1.0, 2.0]
