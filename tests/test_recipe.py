@@ -89,6 +89,8 @@ CASES = [
      [r":16:23: bench\.recommend_on: input should be 'primary' or 'traffic' \(got 'fastest'\)$"]),
     ("bench confidence too high", GOOD + "bench: {confidence: 1}\n",
      [r":16:21: bench\.confidence: must be <= 0\.999 \(got 1\)$"]),
+    ("a variant twice", _edit("opset: 17", "opset: 17\n    variants: [fp32, int8, fp32]"),
+     [r":8:15: targets\.onnx\.variants: each variant once \(got \['fp32', 'int8', 'fp32'\]\)$"]),
     ("yaml syntax error", _edit("  path: model", "  path: [model"),
      [r":\d+:\d+: invalid YAML: "]),
     ("empty file", "", [r": empty recipe: expected a mapping"]),

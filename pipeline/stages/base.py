@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
 
 from pipeline.artifact import Artifact, Inputs, Outputs, Runner
 from pipeline.errors import Problem
@@ -21,7 +21,7 @@ from pipeline.gate import EXACT, Gate
 from pipeline.loaded import LoadedSource
 
 __all__ = ["Artifact", "Gate", "Inputs", "NoParts", "Outputs", "Parts", "RecipeView", "Runner", "Stage",
-           "StageContext", "StageParams",
+           "StageContext", "StageParams", "VariantParams",
            "get_stage", "register_stage", "registered_stages", "unregister_stage"]
 
 
@@ -29,6 +29,18 @@ class StageParams(BaseModel):
     """Base of every target's recipe section: unknown keys are errors, values are immutable."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+class VariantParams(StageParams):
+    """Base of a target whose recipe section lists ``variants`` (each its own artifact): each named once.
+    The subclass declares ``variants`` (and ``optional``) with its own names."""
+
+    @field_validator("variants", check_fields=False)
+    @classmethod
+    def _unique(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"each variant once (got {value})")
+        return value
 
 
 class ValidationView(Protocol):

@@ -59,14 +59,24 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from pipeline import cpu
 from pipeline.errors import StageError, UnsupportedModelError
 from pipeline.gate import lossy_gate
 from pipeline.pooling import OUTPUT as POOLED_OUTPUT
 from pipeline.stages import onnx_common, onnx_generation
-from pipeline.stages.base import Artifact, Gate, NoParts, Runner, Stage, StageContext, StageParams, register_stage
+from pipeline.stages.base import (
+    Artifact,
+    Gate,
+    NoParts,
+    Runner,
+    Stage,
+    StageContext,
+    StageParams,
+    VariantParams,
+    register_stage,
+)
 from pipeline.steps import Step
 from pipeline.tasks import GENERATION, IMAGE, SEQ2SEQ, SYNONYMS, TEXT, task_kind
 
@@ -145,20 +155,13 @@ class Int8Params(StageParams):
                                      "benchmarks/int8_sensitivity.py to choose them by measurement)")
 
 
-class OnnxParams(StageParams):
+class OnnxParams(VariantParams):
     opset: int = Field(default=18, ge=14, le=23, description="ONNX opset to export with")
     variants: list[Variant] = Field(default=["fp32"], min_length=1, description="graphs to build and gate")
     optional: list[Variant] = Field(default=[], description="variants whose failed gate is reported but does "
                                     "not fail the build (they are then not packaged)")
     optimization: OptimizationParams = Field(default_factory=OptimizationParams)
     int8: Int8Params = Field(default_factory=Int8Params)
-
-    @field_validator("variants")
-    @classmethod
-    def _unique(cls, value: list[str]) -> list[str]:
-        if len(set(value)) != len(value):
-            raise ValueError(f"each variant once (got {value})")
-        return value
 
 
 def int8_numerics(weights: str, reduce_range: bool) -> dict[str, Any]:

@@ -61,6 +61,7 @@ from pipeline.stages.base import (
     Stage,
     StageContext,
     StageParams,
+    VariantParams,
     register_stage,
 )
 from pipeline.steps import Step
@@ -116,19 +117,12 @@ class Int8Params(StageParams):
         return value
 
 
-class OpenVinoParams(StageParams):
+class OpenVinoParams(VariantParams):
     variants: list[Variant] = Field(default=["fp32"], min_length=1, description="IRs to build and gate: fp32, "
                                     "int8-weights (NNCF 8-bit weight compression), int8 (NNCF static quantization)")
     optional: list[Variant] = Field(default=[], description="variants whose failed gate is reported but does not "
                                     "fail the build (they are then not packaged)")
     int8: Int8Params = Field(default_factory=Int8Params)
-
-    @field_validator("variants")
-    @classmethod
-    def _unique(cls, value: list[str]) -> list[str]:
-        if len(set(value)) != len(value):
-            raise ValueError(f"each variant once (got {value})")
-        return value
 
 
 def artifact_name(variant: str) -> str:
