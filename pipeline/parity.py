@@ -161,6 +161,7 @@ class OutputCheck:
     elements: int
     gated: bool = True
     failures: list[str] = field(default_factory=list)
+    non_finite: int = 0  # NaN or inf in the artifact's output where eager's is finite, or in eager's own
 
 
 @dataclass
@@ -201,9 +202,13 @@ def mean_pool(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 
 def _row_cosine(a: np.ndarray, e: np.ndarray) -> np.ndarray:
+    """Cosine of each row pair; NaN where either row holds a non-finite value (never 1.0 by default)."""
     flat_a, flat_e = a.reshape(a.shape[0], -1), e.reshape(e.shape[0], -1)
-    norms = np.linalg.norm(flat_a, axis=1) * np.linalg.norm(flat_e, axis=1)
-    return np.clip(np.where(norms > 0, (flat_a * flat_e).sum(axis=1) / np.maximum(norms, 1e-300), 1.0), -1.0, 1.0)
+    finite = np.isfinite(flat_a).all(axis=1) & np.isfinite(flat_e).all(axis=1)
+    with np.errstate(invalid="ignore", over="ignore"):
+        norms = np.linalg.norm(flat_a, axis=1) * np.linalg.norm(flat_e, axis=1)
+        cos = np.clip(np.where(norms > 0, (flat_a * flat_e).sum(axis=1) / np.maximum(norms, 1e-300), 1.0), -1.0, 1.0)
+    return np.where(finite, cos, np.nan)
 
 
 def compare(actual: np.ndarray, expected: np.ndarray, gate: Gate, logits: bool,
@@ -216,32 +221,43 @@ def compare(actual: np.ndarray, expected: np.ndarray, gate: Gate, logits: bool,
     """
     a = np.asarray(actual, dtype=np.float64)
     e = np.asarray(expected, dtype=np.float64)
-    delta = np.abs(a - e)
-    scale = np.abs(e)
-    significant = scale > 1e-3 * (scale.max() if scale.size else 0.0)
-    max_rel = float((delta[significant] / scale[significant]).max()) if significant.any() else 0.0
-    atol, rtol = gate.atol, gate.rtol or 0.0
-    over = int((delta > atol + rtol * scale).sum()) if atol is not None else 0
-    cos = _row_cosine(a, e)
-    pooled = None
-    if mask is not None and a.ndim == 3 and a.shape[:2] == mask.shape:
-        pooled = float(_row_cosine(mean_pool(a, mask), mean_pool(e, mask)).min())
-    elif pooled_output and a.ndim == 2:
-        pooled = float(cos.min())
-    agreement = float((a.argmax(-1) == e.argmax(-1)).mean()) if logits else None
+    # a NaN compares false with every bound and makes a norm NaN: counted and failed outright, never passed
+    bad_reference = int((~np.isfinite(e)).sum())
+    bad_output = int((~np.isfinite(a) & np.isfinite(e)).sum())
+    with np.errstate(invalid="ignore", over="ignore"):  # inf - inf, NaN comparisons: counted above
+        delta = np.abs(a - e)
+        scale = np.abs(e)
+        finite_scale = scale[np.isfinite(scale)]
+        significant = np.isfinite(scale) & (scale > 1e-3 * (finite_scale.max() if finite_scale.size else 0.0))
+        max_rel = float((delta[significant] / scale[significant]).max()) if significant.any() else 0.0
+        atol, rtol = gate.atol, gate.rtol or 0.0
+        over = int((~(delta <= atol + rtol * scale)).sum()) if atol is not None else 0  # NaN is over
+        cos = _row_cosine(a, e)
+        pooled = None
+        if mask is not None and a.ndim == 3 and a.shape[:2] == mask.shape:
+            pooled = float(_row_cosine(mean_pool(a, mask), mean_pool(e, mask)).min())
+        elif pooled_output and a.ndim == 2:
+            pooled = float(cos.min())
+        agreement = float((a.argmax(-1) == e.argmax(-1)).mean()) if logits else None
     check = OutputCheck(output="", shape=list(a.shape), max_abs=float(delta.max()) if delta.size else 0.0,
-                        max_rel=max_rel, min_cosine=float(cos.min()), min_pooled_cosine=pooled,
-                        argmax_agreement=agreement, over_tolerance=over, elements=int(delta.size))
+                        max_rel=max_rel, min_cosine=float(cos.min()) if cos.size else 1.0, min_pooled_cosine=pooled,
+                        argmax_agreement=agreement, over_tolerance=over, elements=int(delta.size),
+                        non_finite=bad_reference + bad_output)
     why = []
+    if bad_reference:
+        why.append(f"the reference holds {bad_reference} non-finite values (NaN or inf) of {delta.size}: nothing "
+                   "can be compared with it")
+    if bad_output:
+        why.append(f"{bad_output} of {delta.size} values are not finite (NaN or inf) where the reference is finite")
     if over:
         why.append(f"max |Δ| {check.max_abs:.1e} > atol {atol:.0e}"
                    + (f" + rtol {rtol:.0e}·|eager|" if rtol else "") + f" at {over} of {delta.size} values")
-    if gate.min_cosine is not None and check.min_cosine < gate.min_cosine - 1e-12:  # float64 rounding
+    if gate.min_cosine is not None and not check.min_cosine >= gate.min_cosine - 1e-12:  # float64 rounding
         why.append(f"cosine {check.min_cosine:.6f} < {gate.min_cosine}")
     if gate.min_pooled_cosine is not None:
         if pooled is None:
             why.append("no pooled embedding to compare (needs a [batch, sequence, hidden] output and a mask)")
-        elif pooled < gate.min_pooled_cosine - 1e-12:
+        elif not pooled >= gate.min_pooled_cosine - 1e-12:
             why.append(f"pooled-embedding cosine {pooled:.6f} < {gate.min_pooled_cosine}")
     if agreement is not None and gate.min_argmax_agreement is not None and agreement < gate.min_argmax_agreement:
         why.append(f"argmax agreement {agreement:.3f} < {gate.min_argmax_agreement}")

@@ -38,9 +38,10 @@ def print_parity(report: dict[str, Any]) -> None:
     """One row per artifact, batch and output: the metrics and whether the gate held."""
     table = Table(title="parity with eager PyTorch", title_justify="left")
     columns = ("artifact", "batch", "shape", "output", "max |Δ|", "max rel", "min cos", "pooled cos", "argmax",
-               "result")
+               "non-finite", "result")
     for column in columns:
-        table.add_column(column, justify="right" if column.startswith(("max", "min", "arg", "pooled")) else "left")
+        numeric = column.startswith(("max", "min", "arg", "pooled", "non"))
+        table.add_column(column, justify="right" if numeric else "left")
     for name, artifact in report["artifacts"].items():
         for batch in artifact["batches"]:
             shape = "x".join(map(str, batch["shape"]))
@@ -50,7 +51,7 @@ def print_parity(report: dict[str, Any]) -> None:
                 table.add_row(name, batch["batch"], shape, out["output"], _fmt(out["max_abs"], ".1e"),
                               _fmt(out["max_rel"], ".1e"), _fmt(out["min_cosine"], ".6f"),
                               _fmt(out.get("min_pooled_cosine"), ".6f"), _fmt(out["argmax_agreement"], ".3f"),
-                              result)
+                              str(out.get("non_finite", 0)), result)
         if not artifact["batches"]:
             table.add_row(name, *["-"] * (len(columns) - 2), "[red]FAIL[/red]")
     Console(width=140).print(table)

@@ -123,6 +123,40 @@ def test_metrics_and_gates() -> None:
     assert why == []
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf], ids=["nan", "inf", "-inf"])
+def test_a_non_finite_output_fails_every_gate_and_is_counted(bad: float) -> None:
+    """Issue 26: NaN compares false with every bound (and made the row cosine 1.0): it must fail."""
+    expected = np.random.default_rng(0).normal(size=(2, 5, 4)).astype(np.float32)
+    mask = np.ones((2, 5), dtype=np.int64)
+    actual = expected.copy()
+    actual[0, 1, 2] = bad
+    actual[1, 3, 0] = bad
+    for gate in (Gate(atol=1e-4), Gate(min_cosine=0.99), Gate(min_pooled_cosine=0.99), Gate(atol=1.0, rtol=1.0)):
+        check, why = compare(actual, expected, gate, logits=False, mask=mask)
+        assert check.non_finite == 2
+        assert "2 of 40 values are not finite (NaN or inf) where the reference is finite" in why, (gate, why)
+        assert not check.min_cosine == 1.0  # NaN, not a perfect match
+    report = check_artifact("x", lambda inputs: {"last_hidden_state": actual},
+                            [GoldenBatch("texts", {"input_ids": np.zeros((2, 5), np.int64), "attention_mask": mask})],
+                            [{"last_hidden_state": expected}], Gate(min_cosine=0.9))
+    assert not report.passed and report.batches[0].outputs[0].non_finite == 2
+    assert "2 of 40 values are not finite" in report.failures[0]
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf], ids=["nan", "inf"])
+def test_a_non_finite_reference_fails_even_when_the_output_matches_it(bad: float) -> None:
+    expected = np.full((2, 3), bad, dtype=np.float32)
+    check, why = compare(expected.copy(), expected, Gate(atol=1e-4, min_cosine=0.99), logits=True)
+    assert check.non_finite == 6
+    assert why and why[0].startswith("the reference holds 6 non-finite values (NaN or inf) of 6")
+
+
+def test_finite_values_report_no_non_finite() -> None:
+    expected = np.ones((2, 3), dtype=np.float32)
+    check, why = compare(expected, expected, Gate(atol=0.0, min_cosine=1.0), logits=False)
+    assert why == [] and check.non_finite == 0 and check.min_cosine == 1.0
+
+
 def test_padding_positions_are_excluded_only_for_artifacts_that_skip_them() -> None:
     batches = _batches()  # row 1 has 4 padding positions
     eager = np.random.default_rng(0).normal(size=(3, 10, 4)).astype(np.float32)
