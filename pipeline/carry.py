@@ -19,13 +19,13 @@ is refused). This module decides and renders bytes; it reads the checkpoint and 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-import yaml
-
+from pipeline import untrusted
 from pipeline.errors import Problem, SourceError
 from pipeline.loaded import ResolvedSource
 from pipeline.paths import MissingPath, UnsafePath, inside, parts, regular_files
@@ -117,23 +117,57 @@ class Carried:
     notes: tuple[str, ...] = ()
 
 
-def checkpoint_license(resolved: ResolvedSource) -> str | None:
-    """The ``license`` of the checkpoint's own README front matter (read inside the folder), if any."""
+README_LIMITS = untrusted.Limits(max_bytes=4 * 2**20, max_values=10_000, max_depth=32, max_chars=10_000,
+                                 what="a README's front matter")
+LICENSE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.+-]{0,63}$")  # an SPDX-style id ("apache-2.0", "mit", "other")
+
+
+def checkpoint_license(resolved: ResolvedSource, notes: list[str] | None = None) -> str | None:
+    """The ``license`` of the checkpoint's own README front matter (read inside the folder, through
+    the bounded reader), if it is a short SPDX-style id; anything else is dropped, with a note in
+    ``notes`` saying why (the value goes into the model card's metadata, so it must be plain)."""
     try:
         readme = resolved.file("README.md")
     except UnsafePath:
         return None  # the source check refuses such a folder; the license is then not needed
     if readme is None:
         return None
-    text = readme.read_text(encoding="utf-8", errors="replace")
+
+    def drop(why: str) -> None:
+        if notes is not None:
+            notes.append(f"the checkpoint's README.md license was not carried into the card: {why}")
+
+    try:
+        text = untrusted.read_bytes(readme, README_LIMITS.max_bytes).decode("utf-8", errors="replace")
+    except (untrusted.Refused, OSError) as e:
+        drop(getattr(e, "reason", None) or type(e).__name__)
+        return None
     if not text.startswith("---"):
         return None
+    parts_ = text.split("---", 2)
+    if len(parts_) < 3:
+        return None
     try:
-        meta = yaml.safe_load(text.split("---", 2)[1])
-    except (yaml.YAMLError, IndexError):
+        meta, _, issues = untrusted.parse_yaml(parts_[1], README_LIMITS)
+    except untrusted.Refused as e:
+        drop(f"its front matter: {e.reason}")
+        return None
+    if issues:
+        drop(f"its front matter, line {issues[0].line}: {issues[0].message}")
         return None
     value = meta.get("license") if isinstance(meta, dict) else None
-    return str(value) if value else None
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not LICENSE_ID.match(value):
+        drop(f"{_shown(value)} is not a licence id (expected an SPDX-style id such as apache-2.0, or 'other')")
+        return None
+    return value
+
+
+def _shown(value: Any) -> str:
+    text = repr(value) if isinstance(value, str) else f"a {type(value).__name__}"
+    text = "".join(c if c.isprintable() else "?" for c in text)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def plan(resolved: ResolvedSource, config: Mapping[str, Any], *, task: str, embedding_tasks: tuple[str, ...],
@@ -150,7 +184,7 @@ def plan(resolved: ResolvedSource, config: Mapping[str, Any], *, task: str, embe
     sentence = None
     if task in embedding_tasks:
         sentence = _sentence_repo(resolved, config, spec, pooling, problem, notes)
-    license = checkpoint_license(resolved)
+    license = checkpoint_license(resolved, notes)
     weights = _weights(resolved, package, license, problem)
     return Carried(sentence=sentence, weights=weights, license=license, notes=tuple(notes))
 
@@ -165,9 +199,11 @@ def _file(resolved: ResolvedSource, rel: str, problem: ProblemAt, loc: tuple[str
 
 def _json(path: Path, problem: ProblemAt, loc: tuple[str, ...]) -> Any:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise SourceError(str(problem(loc, f"{path} is not valid JSON: {str(e).splitlines()[0][:160]}"))) from None
+        return untrusted.read_json(path, untrusted.CHECKPOINT_JSON)
+    except untrusted.Refused as e:
+        raise SourceError(str(problem(loc, f"{path}: {e.reason}"))) from None
+    except OSError as e:
+        raise SourceError(str(problem(loc, f"{path}: cannot read: {e.strerror}"))) from None
 
 
 def _sentence_repo(resolved: ResolvedSource, config: Mapping[str, Any], spec: EmbeddingSpec | None,

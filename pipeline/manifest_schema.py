@@ -12,7 +12,6 @@ This module reads the download; it runs nothing and writes nothing.
 
 from __future__ import annotations
 
-import json
 import re
 import zipfile
 from pathlib import Path
@@ -21,12 +20,14 @@ from typing import Annotated, Any, Literal, TypeVar
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from pipeline import untrusted
 from pipeline.errors import PipelineError
 from pipeline.paths import MissingPath, UnsafePath, inside, parts
 from pipeline.stages import Gate, registered_stages
 
 SHA256 = r"^[0-9a-f]{64}$"
 MAX_JSON_BYTES = 64 * 2**20  # a manifest or parity.json is kilobytes; a bigger one is not read
+JSON_LIMITS = untrusted.Limits(max_bytes=MAX_JSON_BYTES, max_values=1_000_000, what="a repo's JSON file")
 MAX_GOLDEN_BYTES = 4 * 2**30  # the golden arrays, unpacked
 GOLDEN_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,200}/[A-Za-z0-9_.:/-]{1,200}$")
 FILE_METADATA = ("file", "encoder", "weights")  # metadata keys naming a file a runner opens (relative to the folder)
@@ -116,6 +117,7 @@ class OutputRecord(_Strict):
     argmax_agreement: float | None = None
     over_tolerance: int | None = None
     elements: int | None = None
+    non_finite: int | None = Field(default=None, ge=0)
     gated: bool = True
     failures: list[str] = Field(default_factory=list)
 
@@ -167,12 +169,16 @@ def read_json(folder: Path, rel: str, *, links_within: Path | None, what: str) -
         raise RepoProblem(f"repo has no {rel}") from None
     except UnsafePath as e:
         raise RepoProblem(f"repo's {rel} is not a file inside the repo: {e.reason}") from None
-    if path.stat().st_size > MAX_JSON_BYTES:
-        raise RepoProblem(f"repo's {rel} is {path.stat().st_size} bytes, over the limit of {MAX_JSON_BYTES}")
     try:
-        return json.loads(path.read_bytes().decode("utf-8"))
-    except (ValueError, UnicodeDecodeError) as e:
-        raise RepoProblem(f"repo's {rel} is not valid JSON: {str(e).splitlines()[0][:200]}") from None
+        return untrusted.read_json(path, JSON_LIMITS)
+    except untrusted.Refused as e:
+        if e.kind == "size":
+            raise RepoProblem(f"repo's {rel} is {e.size} bytes, over the limit of {MAX_JSON_BYTES}") from None
+        if e.reason.startswith("not valid JSON") or e.reason.startswith("not UTF-8"):
+            raise RepoProblem(f"repo's {rel} is {e.reason}") from None
+        raise RepoProblem(f"repo's {rel} is refused: {e.reason}") from None
+    except OSError as e:
+        raise RepoProblem(f"repo's {rel} cannot be read ({type(e).__name__})") from None
 
 
 _Model = TypeVar("_Model", bound=BaseModel)

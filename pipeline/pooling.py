@@ -10,12 +10,12 @@ reads files only (torch is imported inside :func:`pool`); it neither exports nor
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from pipeline import untrusted
 from pipeline.errors import Problem, SourceError
 from pipeline.paths import MissingPath, UnsafePath, inside, parts
 
@@ -101,9 +101,9 @@ def _modules(problem: ProblemAt, folder: Path, links_within: Path | None) -> dic
     except UnsafePath as e:
         raise SourceError(str(problem(loc, f"{path} {e.reason}"))) from None
     try:
-        entries = json.loads(real.read_text(encoding="utf-8"))
+        entries = untrusted.read_json(real, untrusted.CHECKPOINT_JSON)
         modules = {str(e["type"]): e.get("path", "") for e in entries}
-    except (ValueError, KeyError, TypeError, AttributeError):
+    except (untrusted.Refused, OSError, KeyError, TypeError, AttributeError):
         raise SourceError(str(problem(loc, f"{path} is not a sentence-transformers modules.json"))) from None
     for kind, module_path in modules.items():
         try:
@@ -138,10 +138,10 @@ def _checkpoint_mode(problem: ProblemAt, folder: Path, modules: dict[str, str] |
         raise SourceError(str(problem(loc, f"auto: {path} {e.reason}: modules.json's paths must stay "
                                                   "inside the checkpoint folder"))) from None
     try:
-        config = json.loads(real.read_text(encoding="utf-8"))
+        config = untrusted.read_json(real, untrusted.CHECKPOINT_JSON)
         enabled = [mode for mode, flag in _FLAGS.items() if config.get(flag)]
         other = [flag for flag in _OTHER_FLAGS if config.get(flag)]
-    except (OSError, ValueError, AttributeError):
+    except (untrusted.Refused, OSError, AttributeError):
         raise SourceError(str(problem(loc, f"auto: cannot read {path}"))) from None
     if other or len(enabled) != 1:
         got = ", ".join([*(_FLAGS[m] for m in enabled), *other]) or "none"

@@ -17,7 +17,6 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path, PurePath, PureWindowsPath
 from typing import Annotated, Any, ClassVar, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -30,7 +29,7 @@ from pydantic import (
     model_validator,
 )
 
-from pipeline import secret_scan
+from pipeline import secret_scan, untrusted
 from pipeline.bench_settings import BenchSettings
 from pipeline.errors import Problem, RecipeError, UnsupportedModelError
 from pipeline.gate import Gate
@@ -55,8 +54,8 @@ DEFAULT_TEXTS = (
 )
 
 
-MAX_VALUES = 100_000  # YAML values (scalars, lists, mappings) counted as constructed, aliases expanded
-MAX_DEPTH = 64  # levels of nesting
+MAX_VALUES = untrusted.MAX_VALUES  # YAML values (scalars, lists, mappings) counted as constructed, aliases expanded
+MAX_DEPTH = untrusted.MAX_DEPTH  # levels of nesting
 MAX_TEXT_CHARS = 10_000  # characters in one string value (a validation text, a name, …)
 MAX_TEXTS = 10_000  # validation.texts
 
@@ -337,84 +336,20 @@ def json_schema() -> dict[str, Any]:
 # --- YAML with positions -------------------------------------------------------------------
 
 
-class _Count:
-    """Values visited so far (an alias re-entering a node counts it again) and whether any was an alias."""
-
-    def __init__(self) -> None:
-        self.values = 0
-        self.seen: set[int] = set()
-        self.aliased = False
-
-
-def _positions(node: yaml.Node, loc: tuple[str, ...], out: dict[tuple[str, ...], tuple[int, int]],
-               problems: list[Problem], path: str, count: _Count | None = None) -> None:
-    count = count if count is not None else _Count()
-    count.values += 1
-    if id(node) in count.seen:
-        count.aliased = True
-    count.seen.add(id(node))
-    if count.values > MAX_VALUES:  # counted as constructed: an alias re-enters the nodes it names
-        mark = node.start_mark
-        how = " once its aliases are expanded" if count.aliased else ""
-        raise RecipeError([Problem(path, mark.line + 1, mark.column + 1, "",
-                                   f"more than {MAX_VALUES} values{how}: over the limit of {MAX_VALUES} values "
-                                   "in a recipe")])
-    if len(loc) > MAX_DEPTH:
-        mark = node.start_mark
-        raise RecipeError([Problem(path, mark.line + 1, mark.column + 1, "",
-                                   f"nested more than {MAX_DEPTH} levels deep: over the limit of {MAX_DEPTH} "
-                                   "levels in a recipe")])
-    out[loc] = (node.start_mark.line + 1, node.start_mark.column + 1)
-    if isinstance(node, yaml.ScalarNode) and len(node.value) > MAX_TEXT_CHARS:
-        problems.append(Problem(path, node.start_mark.line + 1, node.start_mark.column + 1, ".".join(loc),
-                                f"a value of {len(node.value)} characters: over the limit of {MAX_TEXT_CHARS} "
-                                "characters for one value"))
-    if isinstance(node, yaml.MappingNode):
-        seen: dict[str, int] = {}
-        for key_node, value_node in node.value:
-            key = str(key_node.value)
-            if key in seen:
-                problems.append(Problem(path, key_node.start_mark.line + 1, key_node.start_mark.column + 1,
-                                        ".".join((*loc, key)),
-                                        f"duplicate key (first given on line {seen[key]})"))
-            seen.setdefault(key, key_node.start_mark.line + 1)
-            out[(*loc, key, "<key>")] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
-            _positions(value_node, (*loc, key), out, problems, path, count)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            _positions(item, (*loc, str(i)), out, problems, path, count)
+RECIPE_LIMITS = untrusted.Limits(max_bytes=MAX_RECIPE_BYTES, max_values=MAX_VALUES, max_depth=MAX_DEPTH,
+                                 max_chars=MAX_TEXT_CHARS, what="a recipe")
 
 
 def _parse(text: str, path: str) -> tuple[Any, dict[tuple[str, ...], tuple[int, int]]]:
-    loader = None
     try:
-        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)(text)  # libyaml: 10k texts parse in ~0.1 s
-        node = loader.get_single_node()
-        if node is None:
-            raise RecipeError([Problem(path, None, None, "",
-                                       "empty recipe: expected a mapping with name, source, task, targets")])
-        positions: dict[tuple[str, ...], tuple[int, int]] = {}
-        problems: list[Problem] = []
-        _positions(node, (), positions, problems, path)
-        if problems:
-            raise RecipeError(problems)
-        data = loader.construct_document(node)
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        line, col = (mark.line + 1, mark.column + 1) if mark else (None, None)
-        what = " ".join(x for x in (e.context, e.problem) if x)
-        raise RecipeError([Problem(path, line, col, "", f"invalid YAML: {what}")]) from None
-    except yaml.reader.ReaderError as e:  # a character YAML does not allow; it knows where
-        raise RecipeError([Problem(path, None, None, "", f"invalid YAML: character {e.character!r} "
-                                   f"at position {e.position} is not allowed")]) from None
-    except yaml.YAMLError as e:
-        raise RecipeError([Problem(path, None, None, "", f"invalid YAML: {e}")]) from None
-    except RecursionError:
-        raise RecipeError([Problem(path, None, None, "", f"nested more than {MAX_DEPTH} levels deep: over the "
-                                   f"limit of {MAX_DEPTH} levels in a recipe")]) from None
-    finally:
-        if loader is not None:
-            loader.dispose()
+        data, positions, issues = untrusted.parse_yaml(text, RECIPE_LIMITS)
+    except untrusted.Refused as e:
+        raise RecipeError([Problem(path, e.line, e.col, "", e.reason)]) from None
+    if issues:
+        raise RecipeError([Problem(path, i.line, i.col, i.field, i.message) for i in issues])
+    if data is None and not positions:
+        raise RecipeError([Problem(path, None, None, "", "empty recipe: expected a mapping with name, source, task, "
+                                   "targets")])
     if not isinstance(data, dict):
         raise RecipeError([Problem(path, 1, 1, "", "expected a mapping with name, source, task, targets "
                                    f"(got {type(data).__name__})")])
@@ -532,14 +467,13 @@ def load(path: str | Path) -> Recipe:
     path = Path(path)
     shown = str(path)
     try:
-        if path.stat().st_size > MAX_RECIPE_BYTES:
-            raise RecipeError([Problem(shown, None, None, "", f"{path.stat().st_size} bytes: over the limit of "
-                                       f"{MAX_RECIPE_BYTES} bytes (1 MB) for a recipe file")])
-        raw = path.read_bytes()
+        raw = untrusted.read_bytes(path, MAX_RECIPE_BYTES)
+    except untrusted.Refused as e:
+        reason = {"folder": "is a folder, expected a recipe file",
+                  "size": f"{e.size} bytes: over the limit of {MAX_RECIPE_BYTES} bytes (1 MB) for a recipe file"}
+        raise RecipeError([Problem(shown, None, None, "", reason.get(e.kind, e.reason))]) from None
     except FileNotFoundError:
         raise RecipeError([Problem(shown, None, None, "", "no such file")]) from None
-    except IsADirectoryError:
-        raise RecipeError([Problem(shown, None, None, "", "is a folder, expected a recipe file")]) from None
     except OSError as e:
         raise RecipeError([Problem(shown, None, None, "", f"cannot read: {e.strerror}")]) from None
     try:

@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline import carry, sizes
+from pipeline import carry, sizes, untrusted
 from pipeline.errors import SourceError
 from pipeline.filehash import sha256_file
 from pipeline.hub_http import bound_timeouts
@@ -34,6 +33,7 @@ __all__ = ["CheckedSource", "LoadedSource", "ResolvedSource", "sha256_file", "re
 
 SAFETENSORS = ("model.safetensors", "model.safetensors.index.json")
 MAX_CONFIG_BYTES = 16 * 2**20  # a config.json is a few kB; a huge one is not read
+CONFIG_LIMITS = untrusted.Limits(max_bytes=MAX_CONFIG_BYTES, max_values=1_000_000, what="a config.json")
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 # What a Hub download fetches: configs, tokenizer files and safetensors, never pickles.
 HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "tokenizer*", "*.md"]
@@ -188,13 +188,15 @@ def _check(recipe: Recipe, resolved: ResolvedSource) -> CheckedSource:
     config_path = resolved.file("config.json")
     if config_path is None:
         raise SourceError(str(recipe.problem(loc, f"no config.json in {folder}")))
-    if config_path.stat().st_size > MAX_CONFIG_BYTES:
-        raise SourceError(str(recipe.problem(loc, f"{folder / 'config.json'} is {config_path.stat().st_size} bytes, "
-                                                  f"over the limit of {MAX_CONFIG_BYTES} bytes for a config")))
     try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise SourceError(str(recipe.problem(loc, f"{config_path} is not valid JSON: {e}"))) from None
+        config = untrusted.read_json(config_path, CONFIG_LIMITS)
+    except untrusted.Refused as e:
+        if e.kind == "size":
+            raise SourceError(str(recipe.problem(loc, f"{folder / 'config.json'} is {e.size} bytes, over the limit "
+                                                      f"of {MAX_CONFIG_BYTES} bytes for a config"))) from None
+        raise SourceError(str(recipe.problem(loc, f"{config_path}: {e.reason}"))) from None
+    except OSError as e:
+        raise SourceError(str(recipe.problem(loc, f"{config_path}: cannot read: {e.strerror}"))) from None
     if not isinstance(config, dict) or "model_type" not in config:
         raise SourceError(str(recipe.problem(loc, f"{config_path} has no model_type")))
     if "auto_map" in config and not src.trust_remote_code:
@@ -239,8 +241,8 @@ def _safetensors_files(resolved: ResolvedSource) -> list[tuple[str, Path | None]
     index = resolved.file("model.safetensors.index.json")
     if index is not None:
         try:
-            shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
-        except (ValueError, KeyError, TypeError, AttributeError):
+            shards = sorted(set(untrusted.read_json(index, untrusted.CHECKPOINT_JSON)["weight_map"].values()))
+        except (untrusted.Refused, OSError, KeyError, TypeError, AttributeError):
             return [("model.safetensors.index.json", index)]  # reported as corrupt by _header
         return [(str(shard), resolved.file(shard)) for shard in shards]
     return [("model.safetensors", resolved.file("model.safetensors"))]

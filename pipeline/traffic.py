@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline import untrusted
 from pipeline.errors import RecipeError
 from pipeline.stats import round_order
 
@@ -72,13 +73,12 @@ def read_texts(recipe: Any) -> tuple[tuple[str, ...], str]:
         raise RecipeError([recipe.problem(loc, f"{name!r} leads outside the recipe's folder {folder} (to {path}): "
                                                "put the texts file next to the recipe or below it")])
     try:
-        if path.stat().st_size > MAX_TEXTS_BYTES:
-            raise RecipeError([recipe.problem(loc, f"{name!r} is larger than {MAX_TEXTS_BYTES} bytes")])
-        raw = path.read_bytes()
+        raw = untrusted.read_bytes(path, MAX_TEXTS_BYTES)
+    except untrusted.Refused as e:
+        reason = {"folder": "is a folder, expected a text file", "size": f"is larger than {MAX_TEXTS_BYTES} bytes"}
+        raise RecipeError([recipe.problem(loc, f"{name!r} {reason.get(e.kind, e.reason)}")]) from None
     except FileNotFoundError:
         raise RecipeError([recipe.problem(loc, f"{name!r}: no such file in {folder}")]) from None
-    except IsADirectoryError:
-        raise RecipeError([recipe.problem(loc, f"{name!r} is a folder, expected a text file")]) from None
     except OSError as e:
         raise RecipeError([recipe.problem(loc, f"{name!r}: cannot read: {e.strerror}")]) from None
     try:

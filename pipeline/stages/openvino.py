@@ -47,7 +47,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import Field, field_validator
 
-from pipeline import cpu, settings
+from pipeline import cpu, settings, untrusted
 from pipeline.errors import RecipeError, StageError, UnsupportedModelError
 from pipeline.gate import lossy_gate
 from pipeline.paths import UnsafePath, inside
@@ -363,9 +363,10 @@ def calibration_texts(params: OpenVinoParams, recipe: RecipeView) -> tuple[str, 
     loc = ("targets", "openvino", "int8", "calibration_file")
     try:
         path = inside(recipe.folder, name, what="calibration_file", kind="file")
-        if path.stat().st_size > MAX_CALIBRATION_BYTES:
-            raise RecipeError([recipe.problem(loc, f"{name!r} is larger than {MAX_CALIBRATION_BYTES} bytes")])
-        text = path.read_bytes().decode("utf-8")
+        text = untrusted.read_text(path, MAX_CALIBRATION_BYTES)
+    except untrusted.Refused as e:
+        reason = f"is larger than {MAX_CALIBRATION_BYTES} bytes" if e.kind == "size" else e.reason
+        raise RecipeError([recipe.problem(loc, f"{name!r} {reason}")]) from None
     except UnsafePath as e:
         raise RecipeError([recipe.problem(loc, f"{name!r} {e.reason} (a file inside the recipe's folder "
                                                f"{recipe.folder}, one text a line)")]) from None
