@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from pipeline.strict import StrictModel
 from pipeline.tasks import IMAGE, task_kind
 
 
-class Gate(BaseModel):
+class Gate(StrictModel):
     """Tolerances an artifact's outputs must meet against the eager model.
 
     ``atol``/``rtol`` apply elementwise as ``|a - e| <= atol + rtol * |e|``; ``min_cosine`` to the
@@ -24,8 +25,6 @@ class Gate(BaseModel):
     agrees (only for outputs named ``*logits``). A field left out (None) is not gated. ``batches``
     says which golden batches the gate applies to; metrics are reported for all of them.
     """
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     atol: float | None = Field(default=None, ge=0, description="absolute tolerance")
     rtol: float | None = Field(default=None, ge=0, description="relative tolerance")

@@ -34,6 +34,7 @@ from pipeline.bench_settings import BenchSettings
 from pipeline.errors import Problem, RecipeError, UnsupportedModelError
 from pipeline.gate import Gate
 from pipeline.stages import StageParams, registered_stages
+from pipeline.strict import StrictModel
 from pipeline.tasks import EMBEDDING_TASKS
 
 MAX_RECIPE_BYTES = 1 << 20  # a recipe file over 1 MB is refused before it is parsed
@@ -60,8 +61,8 @@ MAX_TEXT_CHARS = 10_000  # characters in one string value (a validation text, a 
 MAX_TEXTS = 10_000  # validation.texts
 
 
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+class Strict(StrictModel):
+    """A recipe section (see :class:`pipeline.strict.StrictModel`)."""
 
 
 class Source(Strict):

@@ -231,6 +231,14 @@ def _deep(recipe: Path) -> None:
     recipe.write_text("targets: " + "[" * 70 + "]" * 70 + "\n")
 
 
+def _binary_name(recipe: Path) -> None:
+    recipe.write_text(recipe.read_text().replace("name: tiny", "name: !!binary dGlueQ=="))
+
+
+def _python_tag(recipe: Path) -> None:
+    recipe.write_text(recipe.read_text() + "hook: !!python/object/apply:os.system ['echo hi']\n")
+
+
 # (id, recipe overrides, rewrite of the recipe file, command, exit code, fragments, text that must not show)
 RECIPE_CASES = [
     ("Hugging Face token in a text (issue 7)", {"validation": {"texts": ["hi", f"my token {HF}"]}}, None,
@@ -256,6 +264,18 @@ RECIPE_CASES = [
     ("a text over 10,000 characters", {"validation": {"texts": ["a" * 10_001]}}, None, "validate", 2,
      ["validation.texts.0: a value of 10001 characters: over the limit of 10000 characters"], None),
     ("nested 70 levels", {}, _deep, "validate", 2, ["nested more than 64 levels deep: over the limit of 64"], None),
+    ("opset: 17.0 (issue 26)", {"targets": {"onnx": {"opset": 17.0}}}, None, "validate", 2,
+     ["targets.onnx.opset: must be an integer (got 17.0)"], None),
+    ("opset: true (issue 26)", {"targets": {"onnx": {"opset": True}}}, None, "validate", 2,
+     ["targets.onnx.opset: must be an integer (got True)"], None),
+    ("validation.seed: true (issue 26)", {"validation": {"seed": True}}, None, "validate", 2,
+     ["validation.seed: must be an integer (got True)"], None),
+    ("a shape of floats (issue 26)", {"validation": {"shapes": [[1, 7.0]]}}, None, "validate", 2,
+     ["validation.shapes: item 0.1: must be an integer (got 7.0)"], None),
+    ("name: !!binary (issue 26)", {}, _binary_name, "validate", 2,
+     [":1:7: name: the YAML tag '!!binary' is not accepted"], None),
+    ("a !!python/object tag (issue 26)", {}, _python_tag, "validate", 2,
+     ["hook: the YAML tag '!!python/object/apply:os.system' is not accepted"], None),
     ("--out '' (issue 7)", {}, None, "build --out ''", 2, ["Invalid value for '--out': must not be empty"], None),
     ("--out under a file (issue 7)", {}, None, "build --out FILE/out", 2, ["is not a folder"], None),
 ]

@@ -13,22 +13,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import field_validator
 
 from pipeline.artifact import Artifact, Inputs, Outputs, Runner
 from pipeline.errors import Problem
 from pipeline.gate import EXACT, Gate
 from pipeline.loaded import LoadedSource
+from pipeline.strict import StrictModel
 
 __all__ = ["Artifact", "Gate", "Inputs", "NoParts", "Outputs", "Parts", "RecipeView", "Runner", "Stage",
            "StageContext", "StageParams", "VariantParams",
            "get_stage", "register_stage", "registered_stages", "unregister_stage"]
 
 
-class StageParams(BaseModel):
-    """Base of every target's recipe section: unknown keys are errors, values are immutable."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+class StageParams(StrictModel):
+    """Base of every target's recipe section: unknown keys are errors, values are immutable, numbers
+    are of the declared kind (:class:`pipeline.strict.StrictModel`)."""
 
 
 class VariantParams(StageParams):
