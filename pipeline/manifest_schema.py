@@ -284,6 +284,9 @@ def load_golden(path: Path, what: str, batches: list[str]) -> dict[str, dict[str
                 array = data[key]
                 if array.dtype.hasobject:
                     raise RepoProblem(f"repo's {what} entry {key!r} holds Python objects")
+                if array.dtype.kind in "fc" and not (bad := int(array.size - np.isfinite(array).sum())) == 0:
+                    raise RepoProblem(f"repo's {what} entry {key!r} holds {bad} non-finite values (NaN or inf) of "
+                                      f"{array.size}: a golden array must be finite")
                 out.setdefault(batch, {})[name] = array
     except RepoProblem:
         raise

@@ -186,6 +186,91 @@ def test_hostile_checkpoint(tmp_path: Path, checkpoints: dict, hub: HubServer, b
         assert not path.is_file() or SECRET not in path.read_bytes(), path
 
 
+def _non_finite_weights(value: float) -> Callable[[Path], None]:
+    """Issue 26: the word embeddings NaN (or inf): eager computes non-finite outputs, which no gate may pass."""
+    def breaker(folder: Path) -> None:
+        from safetensors.numpy import load_file, save_file
+
+        tensors = load_file(folder / "model.safetensors")
+        name = next(k for k in tensors if k.endswith("word_embeddings.weight"))
+        tensors[name] = np.full_like(tensors[name], value)
+        save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
+    return breaker
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf], ids=["nan", "inf"])
+def test_a_checkpoint_computing_non_finite_embeddings_fails_the_build(tmp_path: Path, checkpoints: dict,
+                                                                      value: float) -> None:
+    folder = tmp_path / "model"
+    shutil.copytree(checkpoints[("bert", "feature-extraction")], folder)
+    _non_finite_weights(value)(folder)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["build", str(write_recipe(tmp_path / "r.yaml", folder)), "--out", str(out)])
+    assert result.exit_code == 1, result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors and errors[0].startswith("error: parity: onnx: output 'last_hidden_state' at "), errors
+    assert "differs from eager: the reference holds " in errors[0] and "non-finite values (NaN or inf)" in errors[0]
+    assert "Traceback" not in result.output
+    assert not (out / "tiny" / "package").exists()
+    report = json.loads((out / "tiny" / "parity.json").read_text())
+    rows = [o for b in report["artifacts"]["onnx"]["batches"] for o in b["outputs"]]
+    assert rows and all(o["non_finite"] > 0 for o in rows)
+
+
+def _readme(front_matter: str) -> Callable[[Path], None]:
+    def breaker(folder: Path) -> None:
+        (folder / "README.md").write_text(f"---\n{front_matter}\n---\n# a model card\n", encoding="utf-8")
+    return breaker
+
+
+_BOMB = "\n".join(["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+                   + [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, 9)]
+                   + ["license: *a8"])
+
+# (id, README front matter, the note's fragment): the build succeeds; the licence is not carried into the card
+README_CASES = [
+    ("an alias bomb under license (issue 26)", _BOMB,
+     "its front matter: more than 10000 values once its aliases are expanded: over the limit of 10000 values in "
+     "a README's front matter"),
+    ("a licence with a line break and markdown (issue 26)", 'license: "mit\\n<script>x</script>"',
+     "is not a licence id (expected an SPDX-style id such as apache-2.0, or 'other')"),
+    ("a licence that is a mapping (issue 26)", "license: {name: mit, url: 'http://x'}", "a dict is not a licence id"),
+    ("a licence given twice (issue 26)", "license: mit\nlicense: other",
+     "line 3: duplicate key (first given on line 2)"),
+    ("a !!binary licence (issue 26)", "license: !!binary bWl0", "the YAML tag '!!binary' is not accepted"),
+]
+
+
+@pytest.mark.parametrize("front_matter,fragment", [c[1:] for c in README_CASES], ids=[c[0] for c in README_CASES])
+def test_a_hostile_readme_front_matter_is_dropped_in_bounded_time(tmp_path: Path, checkpoints: dict,
+                                                                  front_matter: str, fragment: str) -> None:
+    folder = tmp_path / "model"
+    shutil.copytree(checkpoints[("bert", "feature-extraction")], folder)
+    _readme(front_matter)(folder)
+    out = tmp_path / "out"
+    started = time.monotonic()
+    result = CliRunner().invoke(main, ["build", str(write_recipe(tmp_path / "r.yaml", folder)), "--out", str(out)])
+    assert time.monotonic() - started < 60
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())  # the progress display wraps long notes
+    assert text.count("license was not carried into the card: ") == 1, result.output
+    assert "license was not carried into the card: " + fragment in text or fragment in text.split(
+        "license was not carried into the card: ")[1][:400], (fragment, text)
+    card = (out / "tiny" / "package" / "README.md").read_text()
+    assert "\nlicense:" not in card.split("---")[1] and "<script>" not in card
+
+
+def test_a_plain_licence_id_is_carried_into_the_card(tmp_path: Path, checkpoints: dict) -> None:
+    folder = tmp_path / "model"
+    shutil.copytree(checkpoints[("bert", "feature-extraction")], folder)
+    _readme("license: apache-2.0\ntags: [a]")(folder)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["build", str(write_recipe(tmp_path / "r.yaml", folder)), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "license: apache-2.0" in (out / "tiny" / "package" / "README.md").read_text()
+    assert "license was not carried" not in result.output
+
+
 def test_the_default_memory_budget_is_the_memory_available_and_a_recipe_can_raise_it(
         tmp_path: Path, checkpoints: dict, monkeypatch: pytest.MonkeyPatch) -> None:
     from pipeline import recipe as recipe_mod
@@ -239,6 +324,12 @@ def _python_tag(recipe: Path) -> None:
     recipe.write_text(recipe.read_text() + "hook: !!python/object/apply:os.system ['echo hi']\n")
 
 
+def _fifo_beside(name: str) -> Callable[[Path], None]:
+    def rewrite(recipe: Path) -> None:
+        os.mkfifo(recipe.parent / name)  # reading it would block until a writer comes
+    return rewrite
+
+
 # (id, recipe overrides, rewrite of the recipe file, command, exit code, fragments, text that must not show)
 RECIPE_CASES = [
     ("Hugging Face token in a text (issue 7)", {"validation": {"texts": ["hi", f"my token {HF}"]}}, None,
@@ -264,6 +355,15 @@ RECIPE_CASES = [
     ("a text over 10,000 characters", {"validation": {"texts": ["a" * 10_001]}}, None, "validate", 2,
      ["validation.texts.0: a value of 10001 characters: over the limit of 10000 characters"], None),
     ("nested 70 levels", {}, _deep, "validate", 2, ["nested more than 64 levels deep: over the limit of 64"], None),
+    ("bench.texts_file a FIFO (issue 26)", {"bench": {"texts_file": "texts.fifo"}}, _fifo_beside("texts.fifo"),
+     "validate", 2, ["bench.texts_file: 'texts.fifo' is not a regular file (a FIFO, socket or device is never read)"],
+     None),
+    ("openvino calibration_file a FIFO (issue 26)",
+     {"targets": {"openvino": {"variants": ["int8"], "int8": {"calibration_file": "calib.fifo"}}}},
+     _fifo_beside("calib.fifo"), "validate", 2,
+     ["targets.openvino.int8.calibration_file: 'calib.fifo' is not a regular file"], None),
+    ("the recipe itself a FIFO (issue 26)", {}, lambda r: (r.unlink(), os.mkfifo(r)), "validate", 2,
+     ["recipe.yaml: is not a regular file (a FIFO, socket or device is never read)"], None),
     ("opset: 17.0 (issue 26)", {"targets": {"onnx": {"opset": 17.0}}}, None, "validate", 2,
      ["targets.onnx.opset: must be an integer (got 17.0)"], None),
     ("opset: true (issue 26)", {"targets": {"onnx": {"opset": True}}}, None, "validate", 2,
@@ -402,6 +502,22 @@ def _npz(entries: dict[str, Any], name: str = package.GOLDEN_INPUTS) -> Mutation
     return mutate
 
 
+def _golden_outputs(value: float) -> Mutation:
+    """Issue 26: every float of the shipped golden outputs replaced (NaN passed `nan > atol` unseen)."""
+    def mutate(files: dict[str, bytes], manifest: dict, genuine: Path) -> None:
+        with np.load(io.BytesIO(files[package.GOLDEN_OUTPUTS])) as data:
+            arrays = {k: np.full_like(data[k], value) if data[k].dtype.kind == "f" else data[k] for k in data.files}
+        _npz(arrays, package.GOLDEN_OUTPUTS)(files, manifest, genuine)
+    return mutate
+
+
+def _duplicate_key(files: dict[str, bytes], manifest: dict, genuine: Path) -> None:
+    """Issue 26: a second "recommended" key after the first (json.loads keeps the last one)."""
+    text = json.dumps(manifest)
+    manifest.clear()
+    manifest["::raw"] = (text[:-1] + ', "recommended": "other"}').encode()
+
+
 def _external_data(files: dict[str, bytes], manifest: dict, genuine: Path) -> None:
     import onnx
 
@@ -465,6 +581,12 @@ REPO_CASES = [
      ["repo's golden_inputs.npz has no batch texts"]),
     ("ONNX external data outside the repo", _external_data,
      ["repo's onnx/model.onnx reads external data from '../../../../../../etc/passwd' outside the repo"]),
+    ("golden outputs all NaN, re-hashed (issue 26)", _golden_outputs(np.nan),
+     ["repo's golden_outputs.npz entry ", " non-finite values (NaN or inf) of ", "a golden array must be finite"]),
+    ("golden outputs all inf, re-hashed (issue 26)", _golden_outputs(np.inf),
+     ["repo's golden_outputs.npz entry ", " non-finite values (NaN or inf) of "]),
+    ("manifest with a duplicate key (issue 26)", _duplicate_key,
+     ["repo's manifest.json is refused: duplicate key 'recommended'"]),
     ("a file 100 GB by the manifest", _size_lie,
      ["onnx/model.onnx: ", " bytes, the manifest says 107374182400 (tampered or corrupted)"]),
 ]
