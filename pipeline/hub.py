@@ -476,18 +476,21 @@ def _verify_download(folder: Path, result: VerifyResult, manifest_sha256: str | 
     report = schema.parity_record(schema.read_json(folder, package.PARITY, links_within=blobs, what="parity"),
                                   manifest)
     order = [g.batch for g in report.golden]
+    shapes = {g.batch: g.shape for g in report.golden}
     inputs = schema.load_golden(inside(folder, manifest.golden.inputs, kind="file", links_within=blobs),
-                                manifest.golden.inputs, order)
+                                manifest.golden.inputs, order, shapes)
     outputs = schema.load_golden(inside(folder, manifest.golden.outputs, kind="file", links_within=blobs),
-                                 manifest.golden.outputs, order)
+                                 manifest.golden.outputs, order, shapes)
     batches = [parity.GoldenBatch(name, inputs[name]) for name in order]
     reference = [outputs[name] for name in order]
-    for entry in manifest.artifacts.values():  # every folder a runner opens, and what its graphs read
+    owner = {rel: entry for entry in manifest.artifacts.values() for rel in entry.files}
+    for entry in manifest.artifacts.values():  # every folder a runner opens
         inside(folder, entry.folder, kind="dir", links_within=blobs)
-        for rel in entry.files:
-            if rel.endswith(".onnx"):
-                schema.onnx_external_data(inside(folder, rel, kind="file", links_within=blobs), rel, entry.folder,
-                                          entry.files)
+    for rel in sorted(listed):  # what every graph reads, found by content: a runtime does not go by the name
+        entry = owner.get(rel)
+        home, allowed = (entry.folder, entry.files) if entry else (rel.rpartition("/")[0], set(listed))
+        schema.onnx_external_data(inside(folder, rel, kind="file", links_within=blobs), rel, home, allowed,
+                                  required=rel.endswith(".onnx"))
     for name, entry in manifest.artifacts.items():
         emit("verify", f"running {name} on the golden inputs")
         stage = get_stage(entry.stage)

@@ -263,18 +263,65 @@ def parity_record(data: Any, m: Manifest) -> ParityRecord:
     return record
 
 
-def load_golden(path: Path, what: str, batches: list[str]) -> dict[str, dict[str, np.ndarray]]:
+def _npy_header(archive: zipfile.ZipFile, info: zipfile.ZipInfo, what: str) -> tuple[tuple[int, ...], np.dtype]:
+    """The shape and dtype a member's .npy header declares, read without reading its data, and
+    checked against the member's size: a header claiming more bytes than the member holds (a
+    shape of petabytes in a kilobyte file) is refused before anything is allocated."""
+    from numpy.lib import format as npy
+
+    name = info.filename.removesuffix(".npy")
+    with archive.open(info) as f:
+        try:
+            version = npy.read_magic(f)
+            if version == (1, 0):
+                shape, _, dtype = npy.read_array_header_1_0(f, max_header_size=10_000)
+            elif version == (2, 0):
+                shape, _, dtype = npy.read_array_header_2_0(f, max_header_size=10_000)
+            else:
+                raise RepoProblem(f"repo's {what} entry {name[:80]!r} has a .npy format version {version} that is "
+                                  "not read (1.0 or 2.0)")
+        except ValueError as e:
+            raise RepoProblem(f"repo's {what} entry {name[:80]!r} has no valid .npy header: "
+                              f"{str(e).splitlines()[0][:120]}") from None
+        header = f.tell()
+    if dtype.hasobject:
+        raise RepoProblem(f"repo's {what} is not plain arrays: Object arrays cannot be loaded when "
+                          f"allow_pickle=False (entry {name[:80]!r})")
+    if dtype.kind not in "biufc" or dtype.fields is not None:
+        raise RepoProblem(f"repo's {what} is not plain arrays: entry {name[:80]!r} has dtype {str(dtype)[:40]} "
+                          "(numbers and booleans only)")
+    declared = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    if declared != info.file_size - header:
+        raise RepoProblem(f"repo's {what} entry {name[:80]!r} declares shape {tuple(shape)} of {dtype} "
+                          f"({declared} bytes) but holds {info.file_size - header} bytes (tampered or corrupted)")
+    return tuple(shape), dtype
+
+
+def load_golden(path: Path, what: str, batches: list[str],
+                shapes: dict[str, list[int]] | None = None) -> dict[str, dict[str, np.ndarray]]:
     """A golden npz as ``{batch: {tensor: array}}``: plain arrays only (no pickles), names
-    ``<batch>/<tensor>``, every batch of ``batches`` present, and unpacked size bounded.
+    ``<batch>/<tensor>``, every batch of ``batches`` present, every float finite, and unpacked size
+    bounded. Each member's .npy header is read first (shape and dtype, consistent with the member's
+    size, within the budget) and, with ``shapes`` (parity.json's ``golden`` shapes by batch), every
+    array of more than one value has the batch's size as its first dimension: nothing is allocated
+    for an array whose header lies.
 
     Raises:
         RepoProblem: anything else.
     """
     try:
         with zipfile.ZipFile(path) as archive:
-            unpacked = sum(info.file_size for info in archive.infolist())
-        if unpacked > MAX_GOLDEN_BYTES:
-            raise RepoProblem(f"repo's {what} unpacks to {unpacked} bytes, over the limit of {MAX_GOLDEN_BYTES}")
+            members = archive.infolist()
+            unpacked = sum(info.file_size for info in members)
+            if unpacked > MAX_GOLDEN_BYTES:
+                raise RepoProblem(f"repo's {what} unpacks to {unpacked} bytes, over the limit of {MAX_GOLDEN_BYTES}")
+            for info in members:
+                shape, _ = _npy_header(archive, info, what)
+                batch = info.filename.split("/", 1)[0]
+                expected = (shapes or {}).get(batch)
+                if expected and len(shape) >= 1 and int(np.prod(shape, dtype=object)) > 1 and shape[0] != expected[0]:
+                    raise RepoProblem(f"repo's {what} entry {info.filename.removesuffix('.npy')[:80]!r} has shape "
+                                      f"{shape}, but parity.json gives batch {batch} {expected[0]} rows")
         out: dict[str, dict[str, np.ndarray]] = {}
         with np.load(path, allow_pickle=False) as data:
             for key in data.files:
@@ -300,20 +347,32 @@ def load_golden(path: Path, what: str, batches: list[str]) -> dict[str, dict[str
     return out
 
 
-def onnx_external_data(model_path: Path, rel: str, folder_in_repo: str, files: list[str]) -> None:
+MAX_PROTO_BYTES = 2**31 - 1  # protobuf's limit: a bigger file is no ModelProto any runtime loads
+
+
+def onnx_external_data(model_path: Path, rel: str, folder_in_repo: str, files: list[str] | set[str], *,
+                       required: bool = True) -> None:
     """An ONNX graph's external-data locations must be files its artifact lists (so hashed), inside
     its folder: onnxruntime would otherwise read whatever path the graph names.
 
+    ``required=False`` probes a file by content: one that does not parse as a ModelProto is left
+    alone (a graph is found whatever its name: ``onnx/model.bin`` is checked like ``model.onnx``).
+
     Raises:
-        RepoProblem: a location outside, or not listed.
+        RepoProblem: a location outside, or not listed; with ``required``, not a graph at all.
     """
     import onnx
+    from google.protobuf.message import DecodeError
 
+    if not required and model_path.stat().st_size > MAX_PROTO_BYTES:
+        return
     try:
-        graph = onnx.load(str(model_path), load_external_data=False)
-    except Exception as e:  # protobuf raises DecodeError and others for a corrupt graph
-        raise RepoProblem(f"repo's {rel} is not a readable ONNX graph "
-                          f"({type(e).__name__})") from None
+        graph = onnx.ModelProto()
+        graph.ParseFromString(model_path.read_bytes())
+    except (DecodeError, RuntimeError, ValueError, RecursionError) as e:  # protobuf: DecodeError and others
+        if not required:
+            return
+        raise RepoProblem(f"repo's {rel} is not a readable ONNX graph ({type(e).__name__})") from None
     tensors = list(graph.graph.initializer)
     for node in graph.graph.node:
         tensors += [a.t for a in node.attribute if a.HasField("t")]
@@ -322,10 +381,10 @@ def onnx_external_data(model_path: Path, rel: str, folder_in_repo: str, files: l
             continue
         location = next((e.value for e in tensor.external_data if e.key == "location"), "")
         try:
-            rel = "/".join((*parts(folder_in_repo), *parts(location, what="location")))
+            target = "/".join((*parts(folder_in_repo), *parts(location, what="location")))
         except UnsafePath as e:
             raise RepoProblem(f"repo's {rel} reads external data from {location[:80]!r} "
                               f"outside the repo: {e.reason}") from None
-        if rel not in files:
+        if target not in files:
             raise RepoProblem(f"repo's {rel} reads external data from {location[:80]!r}, "
                               "a file its artifact does not list (so its hash is not checked)")

@@ -17,6 +17,7 @@ import os
 import shutil
 import time
 import uuid
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -511,6 +512,24 @@ def _golden_outputs(value: float) -> Mutation:
     return mutate
 
 
+def _lying_npy_header(files: dict[str, bytes], manifest: dict, genuine: Path) -> None:
+    """Issue 26: a golden member whose .npy header claims 71 PiB (np.load tried to allocate it)."""
+    from numpy.lib import format as npy
+
+    header = io.BytesIO()
+    npy.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": (2, 10**16)})
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        with np.load(io.BytesIO(files[package.GOLDEN_OUTPUTS])) as data:
+            for key in data.files:
+                blob = io.BytesIO()
+                np.save(blob, data[key])
+                archive.writestr(key + ".npy", blob.getvalue())
+        archive.writestr("texts/huge.npy", b"\x93NUMPY\x01\x00" + header.getvalue()[8:] + b"\0" * 64)
+    files[package.GOLDEN_OUTPUTS] = buffer.getvalue()
+    _rehash(files, manifest, package.GOLDEN_OUTPUTS)
+
+
 def _duplicate_key(files: dict[str, bytes], manifest: dict, genuine: Path) -> None:
     """Issue 26: a second "recommended" key after the first (json.loads keeps the last one)."""
     text = json.dumps(manifest)
@@ -529,6 +548,24 @@ def _external_data(files: dict[str, bytes], manifest: dict, genuine: Path) -> No
     tensor.external_data.add(key="location", value="../../../../../../etc/passwd")
     files["onnx/model.onnx"] = graph.SerializeToString()
     _rehash(files, manifest, "onnx/model.onnx")
+
+
+def _external_data_in_a_bin(files: dict[str, bytes], manifest: dict, genuine: Path) -> None:
+    """Issue 26: the same graph listed as onnx/model.bin (and run from it): checked by content, not by name."""
+    _external_data(files, manifest, genuine)
+    files["onnx/model.bin"] = files.pop("onnx/model.onnx")
+    manifest["files"]["onnx/model.bin"] = manifest["files"].pop("onnx/model.onnx")
+    artifact = manifest["artifacts"]["onnx"]
+    artifact["files"] = ["onnx/model.bin" if f == "onnx/model.onnx" else f for f in artifact["files"]]
+    artifact["metadata"]["file"] = "model.bin"
+
+
+def _external_data_unowned(files: dict[str, bytes], manifest: dict, genuine: Path) -> None:
+    """Issue 26: a graph no artifact lists (extra.dat, hashed in files) reading outside the repo."""
+    graph = files["onnx/model.onnx"]
+    _external_data(files, manifest, genuine)
+    files["extra.dat"], files["onnx/model.onnx"] = files["onnx/model.onnx"], graph
+    _rehash(files, manifest, "onnx/model.onnx", "extra.dat")
 
 
 def _size_lie(files: dict[str, bytes], manifest: dict, genuine: Path) -> None:
@@ -585,8 +622,15 @@ REPO_CASES = [
      ["repo's golden_outputs.npz entry ", " non-finite values (NaN or inf) of ", "a golden array must be finite"]),
     ("golden outputs all inf, re-hashed (issue 26)", _golden_outputs(np.inf),
      ["repo's golden_outputs.npz entry ", " non-finite values (NaN or inf) of "]),
+    ("golden npy header claiming 71 PiB (issue 26)", _lying_npy_header,
+     ["repo's golden_outputs.npz entry 'texts/huge' declares shape (2, 10000000000000000) of float32 "
+      "(80000000000000000 bytes) but holds 64 bytes (tampered or corrupted)"]),
     ("manifest with a duplicate key (issue 26)", _duplicate_key,
      ["repo's manifest.json is refused: duplicate key 'recommended'"]),
+    ("ONNX external data outside, the graph named model.bin (issue 26)", _external_data_in_a_bin,
+     ["repo's onnx/model.bin reads external data from '../../../../../../etc/passwd' outside the repo"]),
+    ("ONNX external data outside, in a file no artifact lists (issue 26)", _external_data_unowned,
+     ["repo's extra.dat reads external data from '../../../../../../etc/passwd' outside the repo"]),
     ("a file 100 GB by the manifest", _size_lie,
      ["onnx/model.onnx: ", " bytes, the manifest says 107374182400 (tampered or corrupted)"]),
 ]
