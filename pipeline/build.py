@@ -30,7 +30,7 @@ from pipeline import source as source_mod
 from pipeline.artifact import Outputs
 from pipeline.atomic import atomic_dir, link_or_copy, write_json
 from pipeline.bench_settings import BenchSettings
-from pipeline.errors import ParityError, PipelineError, StageError
+from pipeline.errors import InputError, ParityError, PipelineError, StageError
 from pipeline.filehash import StatCache, sha256_file
 from pipeline.layout import GOLDEN_INPUTS, GOLDEN_OUTPUTS, GOLDEN_RECORD, STAGE_RECORD, BuildDir
 from pipeline.loaded import LoadedSource, ResolvedSource
@@ -160,6 +160,7 @@ def build(recipe: Recipe, out: Path, *, on_event: Events | None = None, options:
     emit = on_event or (lambda step, message: None)
     started = time.perf_counter()
     check_installed(recipe)  # a target whose optional extra is missing: before anything is read
+    _out_outside_the_checkpoint(recipe, out)
     emit("source", f"resolving {recipe.source.describe()}")
     build_dir = out / recipe.name
     stat_cache = StatCache(BuildDir(build_dir).state)  # an unchanged file (by its stat) is not read again
@@ -179,6 +180,22 @@ def build(recipe: Recipe, out: Path, *, on_event: Events | None = None, options:
             return _build(recipe, build_dir, source, emit, options or Options(), started, stat_cache, stage_inputs)
         finally:
             stat_cache.save()
+
+
+def _out_outside_the_checkpoint(recipe: Recipe, out: Path) -> None:
+    """``--out`` inside a checkpoint folder would fold every build's outputs into the source's
+    fingerprint (each build then rebuilds everything, and hashes its own outputs): refused.
+
+    Raises:
+        InputError: ``out`` is the checkpoint folder or inside it.
+    """
+    if recipe.source.path is None:
+        return
+    checkpoint = (recipe.folder / recipe.source.path).resolve()
+    where = out.resolve()
+    if where == checkpoint or where.is_relative_to(checkpoint):
+        raise InputError(f"--out {out} is inside the checkpoint folder {checkpoint} (source.path): its outputs "
+                         "would become part of the source; put --out outside the checkpoint")
 
 
 def _build(recipe: Recipe, build_dir: Path, source: _Source, emit: Events, options: Options,

@@ -391,8 +391,7 @@ def verify(repo_id: str, revision: str = "main", *, manifest_sha256: str | None 
         Mismatches and hostile content are returned as problems, not raised.
     """
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
-
+    from huggingface_hub.errors import LocalEntryNotFoundError
 
     emit = on_event or (lambda step, message: None)
     _quiet_client()
@@ -407,24 +406,27 @@ def verify(repo_id: str, revision: str = "main", *, manifest_sha256: str | None 
     else:
         emit("verify", f"resolving {repo_id}@{revision} on the Hub")
         commit = resolve_revision(repo_id, revision)
-        emit("verify", f"downloading {repo_id}@{commit[:12]}")
+        result = VerifyResult(repo_id, revision, commit, 0, [], [], cpu=cpu.current(), offline=offline)
+        listing = _listing(repo_id, commit)
+        emit("verify", f"downloading {package.MANIFEST} of {repo_id}@{commit[:12]}")
+        if package.MANIFEST not in listing:
+            result.problems.append(f"{package.MANIFEST}: missing")
+            return result
+        if listing[package.MANIFEST] > schema.MAX_JSON_BYTES:
+            result.problems.append(f"repo's {package.MANIFEST} is {listing[package.MANIFEST]} bytes, over the limit "
+                                   f"of {schema.MAX_JSON_BYTES} (not downloaded)")
+            return result
+        folder = _download(repo_id, revision, commit, [package.MANIFEST])
         try:
-            # by its name, so the cache records where it points (for --offline); checked against `commit` below
-            folder = Path(snapshot_download(repo_id, revision=revision))
-        except HfHubHTTPError as e:
-            raise PublishError(f"{repo_id}@{revision}: download failed ({_status(e)})", repo_id=repo_id,
-                               request_id=e.request_id) from None
-        except ValueError as e:  # huggingface_hub refuses a file name that would land outside the snapshot
-            first = (str(e).strip().splitlines() or [""])[0][:240]
-            raise PublishError(f"{repo_id}@{revision}: download refused, the repo is not safe to download: {first}",
-                               repo_id=repo_id) from None
-        except OSError as e:
-            raise PublishError(f"{repo_id}@{revision}: download failed ({type(e).__name__})",
-                               repo_id=repo_id) from None
-        if folder.name != commit:  # moved meanwhile, or the download fell back to an older cached copy
-            raise PublishError(f"{repo_id}@{revision}: the download is commit {folder.name[:12]}, not the "
-                               f"{commit[:12]} the Hub named a moment before; nothing was verified: run verify again",
-                               repo_id=repo_id)
+            wanted = _listed_files(folder, listing, result)
+        except UnsafePath as e:
+            result.problems.append(f"repo's manifest points outside the repo: {e}")
+        except PipelineError as e:
+            result.problems.append(str(e))
+        if result.problems:
+            return result  # nothing but the manifest was downloaded
+        emit("verify", f"downloading the {len(wanted)} files the manifest lists")
+        folder = _download(repo_id, revision, commit, wanted)
     result = VerifyResult(repo_id, revision, folder.name, 0, [], [], cpu=cpu.current(), offline=offline)
 
     try:
@@ -434,6 +436,77 @@ def verify(repo_id: str, revision: str = "main", *, manifest_sha256: str | None 
     except PipelineError as e:  # hostile or broken content: the repo fails verification, in one line
         result.problems.append(str(e))
     return result
+
+
+def _listing(repo_id: str, commit: str) -> dict[str, int]:
+    """Every file of the repo at ``commit`` and its size, as the Hub lists them (nothing downloaded).
+
+    Raises:
+        PublishError: the listing failed.
+    """
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+    from huggingface_hub.hf_api import RepoFile
+
+    try:
+        tree = HfApi().list_repo_tree(repo_id, revision=commit, recursive=True)
+        return {f.path: int(f.size) for f in tree if isinstance(f, RepoFile)}
+    except HfHubHTTPError as e:
+        raise PublishError(f"{repo_id}@{commit[:12]}: listing the files failed ({_status(e)})", repo_id=repo_id,
+                           request_id=e.request_id) from None
+    except (OSError, ValueError, TypeError) as e:
+        raise PublishError(f"{repo_id}@{commit[:12]}: listing the files failed ({type(e).__name__})",
+                           repo_id=repo_id) from None
+
+
+def _download(repo_id: str, revision: str, commit: str, files: list[str]) -> Path:
+    """Download ``files`` (exact names) of ``repo_id`` into the cache snapshot of ``commit``.
+
+    By the revision's name, so the cache records where it points (for ``--offline``); the snapshot
+    must be ``commit``.
+
+    Raises:
+        PublishError: the download failed, was refused, or is another commit than ``commit``.
+    """
+    import glob
+
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError
+
+    try:
+        folder = Path(snapshot_download(repo_id, revision=revision, allow_patterns=[glob.escape(f) for f in files]))
+    except HfHubHTTPError as e:
+        raise PublishError(f"{repo_id}@{revision}: download failed ({_status(e)})", repo_id=repo_id,
+                           request_id=e.request_id) from None
+    except ValueError as e:  # huggingface_hub refuses a file name that would land outside the snapshot
+        first = (str(e).strip().splitlines() or [""])[0][:240]
+        raise PublishError(f"{repo_id}@{revision}: download refused, the repo is not safe to download: {first}",
+                           repo_id=repo_id) from None
+    except OSError as e:
+        raise PublishError(f"{repo_id}@{revision}: download failed ({type(e).__name__})", repo_id=repo_id) from None
+    if folder.name != commit:  # moved meanwhile, or the download fell back to an older cached copy
+        raise PublishError(f"{repo_id}@{revision}: the download is commit {folder.name[:12]}, not the "
+                           f"{commit[:12]} the Hub named a moment before; nothing was verified: run verify again",
+                           repo_id=repo_id)
+    return folder
+
+
+def _listed_files(folder: Path, listing: dict[str, int], result: VerifyResult) -> list[str]:
+    """The files to download: those the (downloaded, validated) manifest lists, after checking the
+    Hub's listing against it. A listed file the Hub does not have, or has at another size, and a
+    file the manifest does not list are problems; no such file is downloaded."""
+    blobs = folder.parent.parent / "blobs"
+    manifest = schema.manifest(schema.read_json(folder, package.MANIFEST, links_within=blobs, what="manifest"))
+    listed = manifest.all_files()
+    for rel, entry in sorted(listed.items()):
+        if rel not in listing:
+            result.problems.append(f"{rel}: missing")
+        elif listing[rel] != entry.size:
+            result.problems.append(f"{rel}: {listing[rel]} bytes, the manifest says {entry.size} (tampered or "
+                                   "corrupted); not downloaded")
+    for rel in sorted(set(listing) - set(listed) - {package.MANIFEST} - KEEP_REMOTE):
+        result.problems.append(f"{rel}: not in the manifest (not downloaded)")
+    return sorted([*listed, package.MANIFEST])
 
 
 def _verify_download(folder: Path, result: VerifyResult, manifest_sha256: str | None, emit: Events) -> None:
@@ -499,6 +572,8 @@ def _verify_download(folder: Path, result: VerifyResult, manifest_sha256: str | 
         artifact = Artifact(name=name, files=tuple(f.removeprefix(prefix) for f in entry.files),
                             metadata=dict(entry.metadata), skips_padding=entry.skips_padding)
         gate = report.artifacts[name].gate
+        for note in stage.ignored_settings(artifact.metadata):  # the runner applies only what the project writes
+            emit("note", f"{name}: repo's {note}")
         try:
             runner = stage.runner(folder_in_repo, artifact)
             check = parity.check_artifact(name, runner, batches, reference, gate, skips_padding=artifact.skips_padding,

@@ -379,6 +379,9 @@ RECIPE_CASES = [
      ["hook: the YAML tag '!!python/object/apply:os.system' is not accepted"], None),
     ("--out '' (issue 7)", {}, None, "build --out ''", 2, ["Invalid value for '--out': must not be empty"], None),
     ("--out under a file (issue 7)", {}, None, "build --out FILE/out", 2, ["is not a folder"], None),
+    ("--out inside the checkpoint folder (issue 26)", {}, None, "build --out model/out", 2,
+     ["--out ", "/model/out is inside the checkpoint folder ", "/model (source.path): its outputs would become part "
+      "of the source; put --out outside the checkpoint"], None),
 ]
 
 
@@ -394,7 +397,7 @@ def test_hostile_recipe(tmp_path: Path, checkpoints: dict, overrides: dict, rewr
     out = tmp_path / "out"
     (tmp_path / "FILE").write_text("a file")
     verb, *extra = command.split()
-    given = {"''": "", "FILE/out": str(tmp_path / "FILE" / "out")}
+    given = {"''": "", "FILE/out": str(tmp_path / "FILE" / "out"), "model/out": str(folder / "out")}
     args = [verb, str(recipe)]
     if extra:  # the command line is the hostile input: --out as given
         args += ["--out", given[extra[1]]]
@@ -408,7 +411,7 @@ def test_hostile_recipe(tmp_path: Path, checkpoints: dict, overrides: dict, rewr
     if hidden:
         assert hidden not in text
     assert "--debug" in args or "Traceback" not in text
-    assert not out.exists()
+    assert not out.exists() and not (folder / "out").exists()
     assert not (Path.cwd() / "tiny").exists()
 
 
@@ -655,6 +658,24 @@ def test_hostile_repo_fails_verification(published: dict[str, bytes], hub: HubSe
     assert "golden outputs reproduced" not in result.output and "running onnx" not in result.stderr
 
 
+def test_session_options_from_a_repo_manifest_are_not_applied(published: dict[str, bytes], hub: HubServer) -> None:
+    """Issue 26: metadata.numerics.session_config went to add_session_config_entry unchecked. An option
+    the project never writes (one that would make onnxruntime read the graph as ORT format, failing
+    the run if applied) is ignored with a note; the repo otherwise verifies."""
+    files = {k: v for k, v in published.items() if not k.startswith("::")}
+    manifest = json.loads(files[package.MANIFEST])
+    manifest["artifacts"]["onnx"]["metadata"]["numerics"] = {
+        "session_config": {"session.load_model_format": "ORT", "session.x64quantprecision": "1"}}
+    files[package.MANIFEST] = json.dumps(manifest).encode()
+    result = CliRunner().invoke(main, ["verify", _serve(hub, files)])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "onnx: repo's metadata.numerics.session_config 'session.load_model_format': 'ORT' is not a session " \
+           "option this project writes: ignored" in text
+    assert "x64quantprecision" not in text  # the one option the project writes is honoured, silently
+    assert "golden outputs reproduced by onnx" in result.stdout
+
+
 def test_the_genuine_repo_verifies(published: dict[str, bytes], hub: HubServer) -> None:
     repo = _serve(hub, {k: v for k, v in published.items() if not k.startswith("::")})
     result = CliRunner().invoke(main, ["verify", repo])
@@ -760,8 +781,8 @@ def test_hostile_command_line(tmp_path: Path, hub: HubServer, monkeypatch: pytes
 
 def test_a_repo_file_named_to_escape_the_cache_is_not_written_outside(published: dict[str, bytes], hub: HubServer,
                                                                       tmp_path: Path) -> None:
-    """The Hub lists a file ``../../../escape.txt``: huggingface_hub refuses to place it outside the
-    snapshot, and verify fails in one line, with nothing written beside the cache."""
+    """The Hub lists a file ``../../../escape.txt``: not in the manifest, so never downloaded (issue 26:
+    verify downloads only what the manifest lists); verify fails in one line, nothing written beside the cache."""
     from huggingface_hub import constants
 
     files = {k: v for k, v in published.items() if not k.startswith("::")}
@@ -769,7 +790,25 @@ def test_a_repo_file_named_to_escape_the_cache_is_not_written_outside(published:
     result = CliRunner().invoke(main, ["verify", repo])
     assert result.exit_code == 1, result.output
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "download refused, the repo is not safe to download: " in errors[0], errors
-    assert "Invalid pointer path" in errors[0]
+    assert len(errors) == 1 and "../../../escape.txt: not in the manifest (not downloaded)" in errors[0], errors
     cache = Path(constants.HF_HUB_CACHE)
     assert not any(p.name == "escape.txt" for p in cache.parent.rglob("escape.txt"))
+
+
+def test_verify_downloads_only_the_files_the_manifest_lists(published: dict[str, bytes], hub: HubServer) -> None:
+    """Issue 26: an unlisted 20 MB file is reported from the Hub's listing and never downloaded; a
+    manifest that fails its checks means nothing but the manifest is downloaded."""
+    from huggingface_hub import constants
+
+    files = {k: v for k, v in published.items() if not k.startswith("::")}
+    big = os.urandom(20 * 2**20)
+    repo = _serve(hub, {**files, "big.bin": big})
+    requests = len(hub.state.log)
+    result = CliRunner().invoke(main, ["verify", repo])
+    assert result.exit_code == 1, result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "big.bin: not in the manifest (not downloaded)" in errors[0], errors
+    fetched = [entry for entry in hub.state.log[requests:] if "/resolve/" in str(entry)]
+    assert fetched and all("manifest.json" in str(entry) for entry in fetched), fetched
+    cached = [p for p in Path(constants.HF_HUB_CACHE).rglob("*") if p.is_file() and p.stat().st_size >= len(big)]
+    assert not cached, cached

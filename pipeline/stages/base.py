@@ -195,6 +195,12 @@ class Stage(Generic[P]):
     def run(self, ctx: StageContext, params: P) -> list[Artifact]:
         raise NotImplementedError
 
+    def ignored_settings(self, metadata: Mapping[str, Any]) -> list[str]:
+        """Runtime settings in an artifact's ``metadata`` (session options, compile settings) that are
+        not ones this stage itself writes, one note each: :meth:`runner` does not honour them. A
+        downloaded manifest is hostile; only the settings the project records are applied."""
+        return []
+
     def runner(self, stage_dir: Path, artifact: Artifact, threads: int | None = None) -> Runner:
         """A callable that runs ``artifact`` (found under ``stage_dir``) on numpy inputs.
 

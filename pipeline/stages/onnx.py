@@ -436,10 +436,28 @@ class OnnxExport(Stage[OnnxParams]):
                 return onnx_generation.seq2seq_runner(stage_dir / meta["encoder"], stage_dir / meta["file"],
                                                       meta["decoder_start_token_id"], threads=threads)
             return onnx_generation.causal_lm_runner(stage_dir / meta["file"], threads=threads)
-        exact = meta.get("numerics", {}).get("session_config")
+        exact = _honoured_session_config(meta)
         if exact and cpu.current()["exact_u8s8"]:  # this CPU computes U8S8 exactly: the same numbers, natively
             exact = None
         return ort_runner(stage_dir / meta["file"], threads=threads, session_config=exact)
+
+    def ignored_settings(self, metadata: Mapping[str, Any]) -> list[str]:
+        recorded = (metadata.get("numerics") or {}).get("session_config") if isinstance(metadata, Mapping) else None
+        if recorded is None:
+            return []
+        if not isinstance(recorded, Mapping):
+            return ["metadata.numerics.session_config is not a mapping: ignored"]
+        return [f"metadata.numerics.session_config {str(k)[:60]!r}: {str(v)[:40]!r} is not a session option this "
+                "project writes: ignored" for k, v in recorded.items() if EXACT_INT8_SESSION.get(k) != v]
+
+
+def _honoured_session_config(metadata: Mapping[str, Any]) -> dict[str, str] | None:
+    """The recorded session options this project writes (EXACT_INT8_SESSION); anything else is dropped:
+    a downloaded manifest's metadata never reaches ``add_session_config_entry`` unchecked."""
+    recorded = (metadata.get("numerics") or {}).get("session_config")
+    if not isinstance(recorded, Mapping):
+        return None
+    return {k: v for k, v in recorded.items() if EXACT_INT8_SESSION.get(k) == v} or None
 
 
 def int8_settings(variant: str, params: Int8Params) -> tuple[str, bool]:
