@@ -61,3 +61,26 @@ def write_bytes(path: Path, blob: bytes) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def sweep_temporaries(folder: Path, *, file_age_s: float = 60.0) -> list[Path]:
+    """Remove the ``.<name>.tmp-*`` and ``.<name>.old-*`` entries directly in ``folder``: what writes
+    killed mid-way (SIGKILL, power loss) left. Folders (stage outputs, the package: written only under
+    the build's lock, which the caller holds) always; files only when older than ``file_age_s`` (a
+    ``convert bench`` beside the build writes its report without that lock, and is done in
+    milliseconds). Returns what was removed."""
+    import time
+
+    removed = []
+    for stale in sorted([*folder.glob(".*.tmp-*"), *folder.glob(".*.old-*")]) if folder.is_dir() else []:
+        if stale.is_dir() and not stale.is_symlink():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            try:
+                if time.time() - stale.lstat().st_mtime < file_age_s:
+                    continue
+                stale.unlink()
+            except FileNotFoundError:
+                continue
+        removed.append(stale)
+    return removed

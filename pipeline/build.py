@@ -15,9 +15,11 @@ packaging; stages only produce artifacts.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import functools
 import os
+import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -28,9 +30,9 @@ from pipeline import bench as bench_mod
 from pipeline import cpu, package, parity, settings, traffic
 from pipeline import source as source_mod
 from pipeline.artifact import Outputs
-from pipeline.atomic import atomic_dir, link_or_copy, write_json
+from pipeline.atomic import atomic_dir, link_or_copy, sweep_temporaries, write_json
 from pipeline.bench_settings import BenchSettings
-from pipeline.errors import InputError, ParityError, PipelineError, StageError
+from pipeline.errors import DiskFullError, InputError, ParityError, PipelineError, StageError
 from pipeline.filehash import StatCache, sha256_file
 from pipeline.layout import GOLDEN_INPUTS, GOLDEN_OUTPUTS, GOLDEN_RECORD, STAGE_RECORD, BuildDir
 from pipeline.loaded import LoadedSource, ResolvedSource
@@ -175,11 +177,35 @@ def build(recipe: Recipe, out: Path, *, on_event: Events | None = None, options:
         bench_mod.check_task(source.config.get("model_type", "?"), recipe.task)
         if recipe.bench.traffic_batches:  # a missing bench.texts_file, too
             traffic.read_texts(recipe)
-    with build_lock(build_dir, emit):
-        try:
-            return _build(recipe, build_dir, source, emit, options or Options(), started, stat_cache, stage_inputs)
-        finally:
-            stat_cache.save()
+    try:
+        with build_lock(build_dir, emit):
+            for folder in (build_dir, BuildDir(build_dir).stages):  # what killed builds left (under the lock)
+                for stale in sweep_temporaries(folder):
+                    emit("build", f"removed {stale.name}, left by an interrupted build")
+            try:
+                return _build(recipe, build_dir, source, emit, options or Options(), started, stat_cache,
+                              stage_inputs)
+            finally:
+                stat_cache.save()
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            raise _disk_full(e, build_dir, source.resolved) from e
+        raise
+
+
+def _disk_full(e: OSError, build_dir: Path, resolved: ResolvedSource) -> DiskFullError:
+    """One line: the output folder, what ran out, the space free there and what the build needs."""
+    probe = build_dir
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free / 1e6
+    weights = sum((resolved.folder / rel).stat().st_size for rel in resolved.files
+                  if rel.endswith(".safetensors") and (resolved.folder / rel).is_file()) / 1e6
+    writing = f", writing {Path(e.filename).name}" if e.filename else ""
+    return DiskFullError(f"{build_dir}: out of space ({e.strerror or e}{writing}); {free:.0f} MB free there, and "
+                         f"each artifact of this checkpoint needs about {max(weights, 1):.0f} MB (the size of its "
+                         "weights) besides the package: free some space or choose another --out (earlier outputs "
+                         "are left as they were)")
 
 
 def _out_outside_the_checkpoint(recipe: Recipe, out: Path) -> None:

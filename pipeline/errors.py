@@ -102,6 +102,11 @@ class ParityError(StageError):
         return [f"parity: {f}" for f in self.failures]
 
 
+class DiskFullError(PipelineError):
+    """The disk (or a quota, or the file-size limit) ran out while writing an output: the message
+    names the output folder, the space free there and how much the build needed."""
+
+
 class PublishError(PipelineError):
     """Pushing to the Hub failed or was refused."""
 

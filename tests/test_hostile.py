@@ -11,6 +11,7 @@ repo, no artifact run), and a Hub that is down, failing or hanging (exit 1 in bo
 from __future__ import annotations
 
 import copy
+import errno
 import io
 import json
 import os
@@ -270,6 +271,48 @@ def test_a_plain_licence_id_is_carried_into_the_card(tmp_path: Path, checkpoints
     assert result.exit_code == 0, result.output
     assert "license: apache-2.0" in (out / "tiny" / "package" / "README.md").read_text()
     assert "license was not carried" not in result.output
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EDQUOT], ids=["ENOSPC", "EDQUOT"])
+def test_a_full_disk_names_the_output_folder_and_what_it_needed(tmp_path: Path, checkpoints: dict,
+                                                                 monkeypatch: pytest.MonkeyPatch, code: int) -> None:
+    """Issue 26: 'cannot write or read No space left on device' named no folder."""
+    recipe = write_recipe(tmp_path / "r.yaml", checkpoints[("bert", "feature-extraction")])
+    out = tmp_path / "out"
+
+    def full(target: Path, **_: Any) -> None:
+        raise OSError(code, os.strerror(code), str(target / "onnx" / "model.onnx"))
+
+    monkeypatch.setattr(package, "write", full)
+    result = CliRunner().invoke(main, ["build", str(recipe), "--out", str(out)])
+    assert result.exit_code == 1, result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in result.output, result.output
+    assert errors[0].startswith(f"error: {out / 'tiny'}: out of space ({os.strerror(code)}, writing model.onnx); ")
+    assert " MB free there, and each artifact of this checkpoint needs about 1 MB (the size of its weights)" \
+        in errors[0]
+    assert not (out / "tiny" / "package").exists()
+
+
+def test_temporary_folders_of_killed_builds_are_removed_by_the_next_build(tmp_path: Path, checkpoints: dict) -> None:
+    """Issue 26: a stage's .onnx.tmp-* survived a SIGKILL and the next (fully reused) build."""
+    recipe = write_recipe(tmp_path / "r.yaml", checkpoints[("bert", "feature-extraction")])
+    out = tmp_path / "out"
+    assert CliRunner().invoke(main, ["build", str(recipe), "--out", str(out)]).exit_code == 0
+    build_dir = out / "tiny"
+    left = [build_dir / "stages" / ".onnx.tmp-killed", build_dir / ".package.tmp-killed",
+            build_dir / "stages" / ".onnx.old-4242"]
+    for folder in left:
+        folder.mkdir()
+        (folder / "model.onnx").write_bytes(b"half a graph")
+    stale_file = build_dir / ".parity.json.tmp-killed"
+    stale_file.write_text("{")
+    os.utime(stale_file, (time.time() - 3600, time.time() - 3600))
+    result = CliRunner().invoke(main, ["build", str(recipe), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "removed .onnx.tmp-killed, left by an interrupted build" in result.output
+    assert not list(build_dir.rglob(".*.tmp-*")) and not list(build_dir.rglob(".*.old-*"))
+    assert (build_dir / "package" / "manifest.json").is_file()
 
 
 def test_the_default_memory_budget_is_the_memory_available_and_a_recipe_can_raise_it(
