@@ -129,6 +129,12 @@ def _shard_outside(folder: Path) -> None:
         {"metadata": {}, "weight_map": {"embeddings.word_embeddings.weight": "../outside/" + shard.name}}))
 
 
+def _config_text(rewrite: Callable[[str], str]) -> Callable[[Path], None]:
+    def breaker(folder: Path) -> None:
+        (folder / "config.json").write_text(rewrite((folder / "config.json").read_text()))
+    return breaker
+
+
 # (id, how to break the checkpoint, recipe overrides, exit code, message fragments)
 SOURCE_CASES = [
     ("symlink merges.txt to a file outside (issue 2)", _link_merges, {}, 2,
@@ -151,6 +157,12 @@ SOURCE_CASES = [
     ("config far bigger than its weights", _config(hidden_size=4096, num_attention_heads=32), {}, 2,
      ["config.json describes about ", "the weights hold ", "config.json and the weights do not match"]),
     ("negative size", _config(intermediate_size=-1), {}, 2, ["intermediate_size: -1 is not a size"]),
+    ("config.json with a duplicate key (issue 26)",
+     _config_text(lambda t: t.rstrip().removesuffix("}") + ', "hidden_size": 64}'), {}, 2,
+     ["config.json: duplicate key 'hidden_size' (a reader could take either value)"]),
+    ("config.json nested 100 levels (issue 26)",
+     _config_text(lambda t: t.rstrip().removesuffix("}") + ', "x": ' + "[" * 100 + "]" * 100 + "}"), {}, 2,
+     ["config.json: nested more than 64 levels deep: over the limit of 64 levels in a config.json"]),
     ("100 GB sparse safetensors with a consistent header (issue 5)", _sparse_weights, {}, 2,
      ["source.max_memory_mb: the weights are 95367 MB; a build needs about ", "over the budget of "]),
     ("safetensors header inconsistent with its data", _inconsistent_header, {}, 2,
