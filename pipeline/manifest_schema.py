@@ -381,7 +381,8 @@ def onnx_external_data(model_path: Path, rel: str, folder_in_repo: str, files: l
             continue
         location = next((e.value for e in tensor.external_data if e.key == "location"), "")
         try:
-            target = "/".join((*parts(folder_in_repo), *parts(location, what="location")))
+            home = parts(folder_in_repo) if folder_in_repo else ()  # "": a graph at the repo's top level
+            target = "/".join((*home, *parts(location, what="location")))
         except UnsafePath as e:
             raise RepoProblem(f"repo's {rel} reads external data from {location[:80]!r} "
                               f"outside the repo: {e.reason}") from None

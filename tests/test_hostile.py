@@ -688,7 +688,8 @@ REPO_CASES = [
     ("ONNX external data outside, the graph named model.bin (issue 26)", _external_data_in_a_bin,
      ["repo's onnx/model.bin reads external data from '../../../../../../etc/passwd' outside the repo"]),
     ("ONNX external data outside, in a file no artifact lists (issue 26)", _external_data_unowned,
-     ["repo's extra.dat reads external data from '../../../../../../etc/passwd' outside the repo"]),
+     ["repo's extra.dat reads external data from '../../../../../../etc/passwd' outside the repo: leaves its "
+      "folder ('..')"]),
     ("a file 100 GB by the manifest", _size_lie,
      ["onnx/model.onnx: ", " bytes, the manifest says 107374182400 (tampered or corrupted)"]),
 ]
