@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline import cpu, package, parity
+from pipeline import cpu, package, parity, untrusted
 from pipeline import manifest_schema as schema
 from pipeline.errors import InputError, PipelineError, PublishError
 from pipeline.filehash import sha256_file
@@ -262,7 +262,10 @@ def _remote_state(api: Any, repo_id: str, revision: str,
     if package.MANIFEST in files:
         path = _retrying(lambda: api.hf_hub_download(repo_id, package.MANIFEST, revision=info.sha),
                          f"downloading {package.MANIFEST}", emit)
-        loaded = json.loads(Path(path).read_text(encoding="utf-8"))
+        try:  # the remote copy is not trusted: bounded, duplicate keys refused
+            loaded = untrusted.read_json(Path(path), schema.JSON_LIMITS)
+        except untrusted.Refused:
+            loaded = None
         manifest = loaded if isinstance(loaded, dict) else None  # not ours (a list, a number): never equal
     return info.sha, files, manifest
 
