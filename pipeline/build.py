@@ -192,15 +192,19 @@ def _build(recipe: Recipe, build_dir: Path, source: _Source, emit: Events, optio
     t = time.perf_counter()
     # eager outputs, parity figures and timings belong to the CPU that computed them (stage outputs do not)
     on_cpu = cpu.numerics_record()
-    golden_fp = Step("golden", params={"task": task, "cpu": on_cpu, "texts": recipe.validation.texts,
-                                       "shapes": recipe.validation.shapes, "seed": recipe.validation.seed,
-                                       **model_options(recipe)},
+    sentence = source.checked.carried.sentence if source.checked.carried else None
+    max_seq_length = sentence.max_seq_length if sentence else None  # what sentence-transformers truncates to
+    # 2: long-text batches at max_seq_length (pipeline.batches.long_batches)
+    golden_fp = Step("golden", version=2,
+                     params={"task": task, "cpu": on_cpu, "texts": recipe.validation.texts,
+                             "shapes": recipe.validation.shapes, "seed": recipe.validation.seed,
+                             "long_length": parity.long_length(max_seq_length), **model_options(recipe)},
                      inputs={"source": source.resolved.fingerprint}).key()
     batches, reference, why = _reuse_golden(paths, records, golden_fp, options)
     if batches is None:
         emit("golden", f"computing eager outputs on golden inputs ({why})")
         batches, reference = parity.golden(source.loaded, recipe.validation.texts, recipe.validation.shapes,
-                                           seed=recipe.validation.seed)
+                                           seed=recipe.validation.seed, max_seq_length=max_seq_length)
         with atomic_dir(paths.golden) as tmp:
             parity.save_golden(tmp / GOLDEN_INPUTS, tmp / GOLDEN_OUTPUTS, batches, reference)
             write_json(tmp / GOLDEN_RECORD, {"fingerprint": golden_fp, "batches": [b.name for b in batches]})
