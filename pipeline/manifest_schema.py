@@ -52,6 +52,7 @@ class ArtifactEntry(_Strict):
     metadata: dict[str, Any] = Field(default_factory=dict)
     skips_padding: bool = False
     parity: Literal["passed"]
+    cpu_classes: dict[str, dict[str, Any]] = Field(default_factory=dict)  # figures and offer per CPU class
 
 
 class SourceRecord(_Strict):
@@ -94,6 +95,7 @@ class Manifest(_Strict):
     command: str | None = None
     artifacts: dict[str, ArtifactEntry]
     recommended: str | None = None
+    recommended_by_class: dict[str, str | None] = Field(default_factory=dict)
     golden: GoldenNames
     sentence_transformers: SentenceTransformersRecord | None = None
     source_weights: SourceWeightsRecord | None = None
@@ -134,6 +136,7 @@ class ArtifactReport(_Strict):
     compared: str
     batches: list[BatchRecord]
     failures: list[str]
+    cpu_classes: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
 
 class GoldenRecord(_Strict):

@@ -199,6 +199,8 @@ class ArtifactParity:
     compared: str
     batches: list[BatchCheck]
     failures: list[str]
+    # per CPU class the build gated it as (pipeline/regate.py): {class: {how, passed, offered, figures, ...}}
+    cpu_classes: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
@@ -212,7 +214,7 @@ class ArtifactParity:
         batches = [BatchCheck(b["batch"], b["shape"], b["padded_tokens"], [OutputCheck(**o) for o in b["outputs"]])
                    for b in data["batches"]]
         return cls(artifact=data["artifact"], gate=data["gate"], compared=data["compared"], batches=batches,
-                   failures=data["failures"])
+                   failures=data["failures"], cpu_classes=data.get("cpu_classes") or {})
 
 
 def mean_pool(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
