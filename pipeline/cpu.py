@@ -136,7 +136,8 @@ def emulable(record: dict[str, Any] | None = None) -> list[str]:
     if own is None:
         return []
     top = CLASSES[own].rank
-    return [c.name for c in CLASSES.values() if c.rank <= top and (c.name == "avx2" or "avx512bw" in r["isa"])]
+    return [c.name for c in CLASSES.values()
+            if c.rank <= top and (c.name in ("avx2", own) or "avx512bw" in r["isa"])]
 
 
 def emulation_env(name: str, record: dict[str, Any] | None = None) -> dict[str, str]:

@@ -41,9 +41,9 @@ def figures(report: parity.ArtifactParity, gate: Gate) -> dict[str, Any]:
     for batch in report.batches:
         values = [getattr(o, metric) for o in batch.outputs if getattr(o, metric) is not None]
         if values:
-            by_batch[batch.batch] = round(float(pick(values)), 6)
+            by_batch[batch.batch] = float(pick(values))
             gated += [getattr(o, metric) for o in batch.outputs if o.gated and getattr(o, metric) is not None]
-    return {"metric": metric, "worst": round(float(pick(gated)), 6) if gated else None, "by_batch": by_batch}
+    return {"metric": metric, "worst": float(pick(gated)) if gated else None, "by_batch": by_batch}
 
 
 def record(report: parity.ArtifactParity, gate: Gate, numerics: ClassNumerics) -> dict[str, Any]:
