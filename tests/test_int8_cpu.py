@@ -80,6 +80,12 @@ def test_per_cpu_int8_files_are_named_and_gated_for_their_cpu(tmp_path: Path, ch
         # a file whose exactness needs VNNI or ARM64 is gated with the numbers such a CPU computes, and says so
         assert ("session.x64quantprecision=1" in report["compared"]) is not exact_everywhere, name
         assert ("session_config" in numerics) is not exact_everywhere
+        # per CPU class: the same figures on every class (computed as today), offered where U8S8 cannot saturate
+        classes = manifest["artifacts"][name]["cpu_classes"]
+        assert list(classes) == cpu.emulable()
+        for cpu_class, entry in classes.items():
+            assert entry["passed"] and entry["worst"] == classes[cpu.current_class()]["worst"]
+            assert entry["offered"] is (exact_everywhere or cpu.CLASSES[cpu_class].exact_u8s8), (name, cpu_class)
     assert manifest["gated_on"] == cpu.numerics_record()
     card = (pkg / "README.md").read_text()
     assert f"Gated on: {cpu.summary(cpu.numerics_record())}." in card
