@@ -22,6 +22,8 @@ from pipeline.stages import Artifact, ClassNumerics, get_stage, register_stage
 from pipeline.stages.openvino import OpenVinoExport
 from tests.tiny import build_ok, write_recipe, write_sentence_transformers_files
 
+pytestmark = pytest.mark.cpu_sensitive  # run again as an AVX2 CPU by `make test`
+
 VNNI = cpu.describe_flags("x86_64", {"avx2", "fma", "avx512f", "avx512bw", "avx512_vnni"}, "a VNNI CPU")
 TEXTS = ["a man is eating food.", "hi", "the girl is carrying a baby on a plane at dawn"]  # write_recipe's
 AVX2 = cpu.describe_flags("x86_64", {"avx2", "fma"}, "an AVX2-only CPU")
@@ -41,12 +43,11 @@ np.savez(out, **{name: run(feed)["last_hidden_state"] for name, feed in inputs.i
 
 
 def _outputs(stage_dir: Path, file: str, golden: Path, out: Path, isa: str | None) -> dict[str, np.ndarray]:
-    """The IR's outputs on every golden batch, computed in a fresh process (with ``ONEDNN_MAX_CPU_ISA=isa``)."""
+    """The IR's outputs on every golden batch, computed in a fresh process (with ``ONEDNN_MAX_CPU_ISA=isa``; without,
+    as this process computes: its environment may cap it, as `make test`'s emulated pass does)."""
     import os
 
-    env = {k: v for k, v in os.environ.items() if k != "ONEDNN_MAX_CPU_ISA"}
-    if isa:
-        env["ONEDNN_MAX_CPU_ISA"] = isa
+    env = {**os.environ, **({"ONEDNN_MAX_CPU_ISA": isa} if isa else {})}
     subprocess.run([sys.executable, "-c", RUN_IR, str(stage_dir), file, str(golden), str(out)], env=env, check=True)
     with np.load(out) as data:
         return {k: data[k] for k in data.files}
@@ -150,6 +151,7 @@ def _probe_recipe(root: Path, checkpoint: Path, gate: float | None, bench: bool 
 def test_a_file_failing_only_as_avx2_is_not_offered_there(tmp_path: Path, checkpoints: dict,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(cpu, "current", lambda: VNNI)  # the classes this machine would emulate with VNNI
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)  # uncapped (make test's emulated pass caps it)
     checkpoint = tmp_path / "checkpoint"
     shutil.copytree(checkpoints[("bert", "feature-extraction")], checkpoint)
     write_sentence_transformers_files(checkpoint)
@@ -227,6 +229,7 @@ def test_a_file_that_long_texts_push_under_its_gate_does_not_pass(tmp_path: Path
 def test_a_cpu_class_the_machine_cannot_emulate_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                             record: dict, asked: list[str], ok: bool) -> None:
     monkeypatch.setattr(cpu, "current", lambda: record)
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
     recipe = write_recipe(tmp_path / "r.yaml", tmp_path, validation={"cpu_classes": asked})
     result = CliRunner().invoke(main, ["validate", str(recipe)])
     if ok:
@@ -241,6 +244,7 @@ def test_a_cpu_class_the_machine_cannot_emulate_is_one_line(tmp_path: Path, monk
 
 def test_the_classes_are_data_and_a_machine_emulates_only_those_at_or_below_it(
         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
     assert list(cpu.CLASSES) == ["avx2", "avx512", "avx512_vnni"]
     assert cpu.emulable(VNNI) == ["avx2", "avx512", "avx512_vnni"] and cpu.emulable(AVX2) == ["avx2"]
     assert cpu.emulation_env("avx2", VNNI) == {"ONEDNN_MAX_CPU_ISA": "AVX2"}
