@@ -27,13 +27,14 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import bench as bench_mod
-from pipeline import cpu, package, parity, settings, traffic
+from pipeline import cpu, package, parity, regate, settings, traffic
 from pipeline import source as source_mod
 from pipeline.artifact import Outputs
 from pipeline.atomic import atomic_dir, link_or_copy, sweep_temporaries, write_json
 from pipeline.bench_settings import BenchSettings
 from pipeline.errors import DiskFullError, InputError, ParityError, PipelineError, StageError
 from pipeline.filehash import StatCache, sha256_file
+from pipeline.gate import Gate
 from pipeline.layout import GOLDEN_INPUTS, GOLDEN_OUTPUTS, GOLDEN_RECORD, STAGE_RECORD, BuildDir
 from pipeline.loaded import LoadedSource, ResolvedSource
 from pipeline.recipe import Recipe, check_installed
@@ -235,15 +236,20 @@ def _build(recipe: Recipe, build_dir: Path, source: _Source, emit: Events, optio
     t = time.perf_counter()
     # eager outputs, parity figures and timings belong to the CPU that computed them (stage outputs do not)
     on_cpu = cpu.numerics_record()
-    golden_fp = Step("golden", params={"task": task, "cpu": on_cpu, "texts": recipe.validation.texts,
-                                       "shapes": recipe.validation.shapes, "seed": recipe.validation.seed,
-                                       **model_options(recipe)},
+    classes = recipe.validation.classes()  # the CPU classes every artifact is gated as (pipeline/regate.py)
+    sentence = source.checked.carried.sentence if source.checked.carried else None
+    max_seq_length = sentence.max_seq_length if sentence else None  # what sentence-transformers truncates to
+    # 2: long-text batches at max_seq_length (pipeline.batches.long_batches)
+    golden_fp = Step("golden", version=2,
+                     params={"task": task, "cpu": on_cpu, "texts": recipe.validation.texts,
+                             "shapes": recipe.validation.shapes, "seed": recipe.validation.seed,
+                             "long_length": parity.long_length(max_seq_length), **model_options(recipe)},
                      inputs={"source": source.resolved.fingerprint}).key()
     batches, reference, why = _reuse_golden(paths, records, golden_fp, options)
     if batches is None:
         emit("golden", f"computing eager outputs on golden inputs ({why})")
         batches, reference = parity.golden(source.loaded, recipe.validation.texts, recipe.validation.shapes,
-                                           seed=recipe.validation.seed)
+                                           seed=recipe.validation.seed, max_seq_length=max_seq_length)
         with atomic_dir(paths.golden) as tmp:
             parity.save_golden(tmp / GOLDEN_INPUTS, tmp / GOLDEN_OUTPUTS, batches, reference)
             write_json(tmp / GOLDEN_RECORD, {"fingerprint": golden_fp, "batches": [b.name for b in batches]})
@@ -289,13 +295,16 @@ def _build(recipe: Recipe, build_dir: Path, source: _Source, emit: Events, optio
                              [a.name for a in artifacts if a.optional],
                              record.get("reused_parts", []) if status == "built" else []))
 
+        fresh: list[tuple[Artifact, Gate, parity.ArtifactParity]] = []  # gated now: their classes to re-gate
         for artifact in artifacts:
             gate = stage.gate_for(artifact.name, task).merged(recipe.validation.gates.get(artifact.name))
+            # how each CPU class the recipe names computes it (pipeline/regate.py): a change re-gates
+            class_numerics = {c: asdict(stage.class_numerics(artifact, c)) for c in classes}
             files = record["outputs"][artifact.name]["files"]
             hashes = {f: files[f]["sha256"] for f in artifact.files}
             numerics = artifact.metadata.get("numerics", {})  # an int8 graph: which arithmetic gates it
             parity_fp = Step("parity", params={"gate": gate.model_dump(), "skips_padding": artifact.skips_padding,
-                                               "numerics": numerics or None},
+                                               "numerics": numerics or None, "cpu_classes": class_numerics},
                              inputs={"files": hashes, "golden": golden_fp}, libraries=stage.libraries).key()
             t = time.perf_counter()
             previous, _ = records.reuse(paths.parity_record(artifact.name), parity_fp, forced=options.force)
@@ -305,7 +314,7 @@ def _build(recipe: Recipe, build_dir: Path, source: _Source, emit: Events, optio
                                                reference, gate, skips_padding=artifact.skips_padding,
                                                token_outputs=artifact.metadata.get("token_outputs"),
                                                numerics=numerics.get("gated_with"))
-                write_json(paths.parity_record(artifact.name), {"fingerprint": parity_fp, "report": report.to_json()})
+                fresh.append((artifact, gate, report))
             else:
                 report = parity.ArtifactParity.from_json(previous["report"])
                 reused.append(f"parity:{artifact.name}")
@@ -320,6 +329,18 @@ def _build(recipe: Recipe, build_dir: Path, source: _Source, emit: Events, optio
                     skips_padding=artifact.skips_padding))
                 measured.append(bench_mod.Measured(stage=name, stage_dir=stage_dir, artifact=artifact,
                                                    file_mb=sum(files[f]["size"] for f in artifact.files) / 1e6))
+        if fresh:  # the gate once per CPU class, for what passed here; then the parity records
+            t = time.perf_counter()
+            passed = [item for item in fresh if item[2].passed]
+            if passed and classes:
+                emit(name, f"gating {', '.join(a.name for a, _, _ in passed)} per CPU class ({', '.join(classes)})")
+            per_class = regate.cpu_classes(stage, stage_dir, passed, classes, golden, [b.name for b in batches]) \
+                if passed and classes else {}
+            for artifact, _, report in fresh:
+                report.cpu_classes = per_class.get(artifact.name, {})
+                write_json(paths.parity_record(artifact.name), {"fingerprint": parity_fps[artifact.name],
+                                                                "report": report.to_json()})
+            timings[f"cpu_classes:{name}"] = time.perf_counter() - t
 
     parity_json = {
         "golden": [{"batch": b.name, "shape": list(b.shape), "padded_tokens": b.padded_tokens} for b in batches],

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.cpu import summary
+from pipeline.cpu import CLASSES, summary
 from pipeline.pooling import OUTPUT as POOLED_OUTPUT
 from pipeline.stages import get_stage
 
@@ -102,6 +102,7 @@ def _body(repo: str, manifest: dict[str, Any], parity: dict[str, Any], bench: di
               "on).", ""]
     if manifest.get("gated_on"):
         lines += [f"Gated on: {summary(manifest['gated_on'])}.", ""]
+    lines += _class_section(manifest)
     for stage, entries in by_stage(artifacts).items():  # what a target says about its files (int8 and CPUs, …)
         lines += get_stage(stage).card_section(entries)
     if bench:
@@ -109,6 +110,54 @@ def _body(repo: str, manifest: dict[str, Any], parity: dict[str, Any], bench: di
     lines += ["## Usage", ""] + _sentence_transformers_usage(repo, manifest) + _usage(repo, task, artifacts,
                                                                                       recommended)
     return "\n".join(lines) + "\n"
+
+
+METRIC_NAMES = {"min_pooled_cosine": "pooled cosine", "min_cosine": "cosine", "argmax_agreement": "argmax agreement",
+                "max_abs": "max |Δ|"}
+
+
+def _class_cell(record: dict[str, Any] | None) -> str:
+    """One artifact on one CPU class: its worst gated figure (and where), offered or not and why."""
+    if record is None:
+        return "not gated"
+    metric, worst = METRIC_NAMES.get(record["metric"], record["metric"]), record.get("worst")
+    at = min(record["by_batch"], key=record["by_batch"].get) if record["metric"] != "max_abs" and record["by_batch"] \
+        else None
+    figure = "-" if worst is None else (f"{metric} {worst:.1e}" if record["metric"] == "max_abs"
+                                        else f"{metric} {worst:.4f}")
+    where = f" (worst batch: {at}, {record['by_batch'][at]:.4f})" if at and not record["passed"] else ""
+    if record["offered"]:
+        return f"yes: {figure}"
+    why = record["not_for"] if record["passed"] else "fails its gate"
+    return f"**no**, {why}: {figure}{where}"
+
+
+def _class_section(manifest: dict[str, Any]) -> list[str]:
+    """Which file suits which CPU: every packaged file's gate figures per CPU class the build gated it as
+    (pipeline/regate.py), a file not offered for a class saying why, and the recommendation per class."""
+    artifacts = manifest["artifacts"]
+    classes = sorted({c for entry in artifacts.values() for c in entry.get("cpu_classes", {})},
+                     key=lambda c: CLASSES[c].rank if c in CLASSES else 99)
+    if not classes:
+        return []
+    lines = ["## Which file suits which CPU", "",
+             "Every file was gated once per CPU class below, computed as such a CPU computes it ("
+             + "; ".join(f"`{c}`: {CLASSES[c].description}" for c in classes if c in CLASSES)
+             + "). A file is offered for a class only where its gate holds there; the long-text batches "
+             "(texts at `max_seq_length`, one long text batched with short ones) are gated for every lossy file. "
+             "Classes not listed were not checked: nothing is promised for them.", "",
+             "| artifact | " + " | ".join(f"`{c}`" for c in classes) + " |",
+             "| --- | " + " | ".join("---" for _ in classes) + " |"]
+    for art, entry in artifacts.items():
+        records = entry.get("cpu_classes", {})
+        lines.append(f"| `{art}` | " + " | ".join(_class_cell(records.get(c)).replace("|", "\\|")
+                                                  for c in classes) + " |")
+    by_class = manifest.get("recommended_by_class") or {}
+    if any(by_class.values()):
+        lines += ["", "Recommended per class (the benchmark's pick where it is offered, else the fastest file offered "
+                  "there, at speeds measured on the building CPU): "
+                  + ", ".join(f"`{c}`: " + (f"`{by_class[c]}`" if by_class.get(c) else "none") for c in classes) + "."]
+    return [*lines, ""]
 
 
 def _interval(ci: list[float] | None) -> str:

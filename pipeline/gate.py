@@ -23,7 +23,8 @@ class Gate(StrictModel):
     each sample's mean-pooled token embeddings (attention mask applied, as sentence-transformers
     pools); ``min_argmax_agreement`` to the share of positions whose argmax over the last axis
     agrees (only for outputs named ``*logits``). A field left out (None) is not gated. ``batches``
-    says which golden batches the gate applies to; metrics are reported for all of them.
+    says which golden batches the gate applies to (:func:`pipeline.parity.gates_batch`); metrics are
+    reported for all of them.
     """
 
     atol: float | None = Field(default=None, ge=0, description="absolute tolerance")
@@ -35,7 +36,8 @@ class Gate(StrictModel):
     min_argmax_agreement: float | None = Field(default=None, ge=0, le=1,
                                                description="lowest share of equal argmax (logits)")
     batches: Literal["all", "texts"] = Field(
-        default="all", description="gate every golden batch, or only the recipe's real texts")
+        default="all", description="gate every golden batch but the long-text ones, or only real texts: the "
+                                   "recipe's, and with a cosine threshold also long texts at max_seq_length")
 
     def merged(self, override: Gate | None) -> Gate:
         """This gate with the fields ``override`` sets replacing ours."""

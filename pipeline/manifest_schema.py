@@ -53,6 +53,7 @@ class ArtifactEntry(_Strict):
     metadata: dict[str, Any] = Field(default_factory=dict)
     skips_padding: bool = False
     parity: Literal["passed"]
+    cpu_classes: dict[str, dict[str, Any]] = Field(default_factory=dict)  # figures and offer per CPU class
 
 
 class SourceRecord(_Strict):
@@ -95,6 +96,7 @@ class Manifest(_Strict):
     command: str | None = None
     artifacts: dict[str, ArtifactEntry]
     recommended: str | None = None
+    recommended_by_class: dict[str, str | None] = Field(default_factory=dict)
     golden: GoldenNames
     sentence_transformers: SentenceTransformersRecord | None = None
     source_weights: SourceWeightsRecord | None = None
@@ -136,6 +138,7 @@ class ArtifactReport(_Strict):
     compared: str
     batches: list[BatchRecord]
     failures: list[str]
+    cpu_classes: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
 
 class GoldenRecord(_Strict):

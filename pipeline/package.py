@@ -33,7 +33,7 @@ from pipeline.stages import get_stage
 from pipeline.versions import library_versions
 
 __all__ = ["BENCH_PNG", "CARD", "GOLDEN_INPUTS", "GOLDEN_OUTPUTS", "MANIFEST", "PARITY", "PackagedArtifact",
-           "all_files", "file_table", "rebuild_command", "write"]
+           "all_files", "file_table", "rebuild_command", "recommended_by_class", "write"]
 MANIFEST_FORMAT = 1
 TIMING_FILES = (CARD, BENCH_JSON, BENCH_PNG)  # their bytes depend on measured times
 
@@ -102,10 +102,14 @@ def write(target: Path, *, recipe: Recipe, source: ResolvedSource, task: str, ar
             "command": rebuild_command(recipe),
             "artifacts": {
                 a.name: {"stage": a.stage, "folder": a.folder, "files": [f"{a.folder}/{f}" for f in a.files],
-                         "metadata": a.metadata, "skips_padding": a.skips_padding, "parity": "passed"}
+                         "metadata": a.metadata, "skips_padding": a.skips_padding, "parity": "passed",
+                         # the gate per CPU class (pipeline/regate.py): figures, and whether it is offered there
+                         "cpu_classes": parity["artifacts"].get(a.name, {}).get("cpu_classes") or {}}
                 for a in artifacts
             },
             "recommended": bench["recommended"] if bench else None,
+            "recommended_by_class": recommended_by_class(
+                {a.name: parity["artifacts"].get(a.name, {}).get("cpu_classes") or {} for a in artifacts}, bench),
             "golden": {"inputs": GOLDEN_INPUTS, "outputs": GOLDEN_OUTPUTS},
             # what sentence-transformers loads (None: not a sentence-transformers repo), and the source weights
             "sentence_transformers": sentence.record() if sentence else None,
@@ -128,6 +132,24 @@ def write(target: Path, *, recipe: Recipe, source: ResolvedSource, task: str, ar
         }
         write_json(tmp / MANIFEST, manifest)
     return manifest
+
+
+def recommended_by_class(classes: dict[str, dict[str, dict[str, Any]]],
+                         bench: dict[str, Any] | None) -> dict[str, str | None]:
+    """Per CPU class: the benchmark's recommendation where it is offered for the class, else the fastest
+    artifact offered there at the primary shape (speeds as measured on the building CPU); None without a
+    benchmark or where nothing is offered. ``classes``: each artifact's per-class records."""
+    names = sorted({c for records in classes.values() for c in records})
+    if not bench:
+        return dict.fromkeys(names)
+    primary = bench.get("primary_shape")
+    speed = sorted((r["p50_ms"], r["artifact"]) for r in bench.get("results", []) if r["shape"] == primary)
+    out: dict[str, str | None] = {}
+    for name in names:
+        offered = {a for a, records in classes.items() if records.get(name, {}).get("offered")}
+        pick = bench.get("recommended") if bench.get("recommended") in offered else None
+        out[name] = pick or next((a for _, a in speed if a in offered), None)
+    return out
 
 
 def rebuild_command(recipe: Recipe) -> str:

@@ -29,7 +29,7 @@ from pydantic import (
     model_validator,
 )
 
-from pipeline import secret_scan, untrusted
+from pipeline import cpu, secret_scan, untrusted
 from pipeline.bench_settings import BenchSettings
 from pipeline.errors import Problem, RecipeError, UnsupportedModelError
 from pipeline.gate import Gate
@@ -132,6 +132,28 @@ class Validation(Strict):
     gates: dict[str, Gate] = Field(
         default_factory=dict, description="per-artifact tolerances overriding the target's defaults")
     seed: int = Field(default=0, ge=0, description="seed of the synthetic inputs")
+    cpu_classes: list[Literal["avx2", "avx512", "avx512_vnni"]] | None = Field(
+        default=None, description="CPU classes every artifact is gated as (avx2: AVX2 without AVX-512 or VNNI; "
+        "avx512: AVX-512 without VNNI; avx512_vnni: VNNI or AMX); a file is offered only for the classes whose gate "
+        "it passes. Default: every class the building machine can emulate (its own and those below it)")
+
+    @field_validator("cpu_classes")
+    @classmethod
+    def _emulable(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return value
+        if len(set(value)) != len(value):
+            raise ValueError(f"each class once (got {value})")
+        can = cpu.emulable()
+        if missing := [c for c in value if c not in can]:
+            raise ValueError(f"{', '.join(missing)}: this machine cannot compute as a CPU of that class (it is "
+                             f"{cpu.current_class() or 'no x86-64 class'}; it can emulate {', '.join(can) or 'none'}: "
+                             "classes at or below its own)")
+        return value
+
+    def classes(self) -> list[str]:
+        """The CPU classes to gate as: the recipe's, or every class this machine can emulate."""
+        return list(self.cpu_classes) if self.cpu_classes is not None else cpu.emulable()
 
 
 class Bench(Strict):

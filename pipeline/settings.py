@@ -51,3 +51,13 @@ def hub_timeout() -> float:
     except ValueError:
         return DEFAULT_HUB_TIMEOUT_S
     return value if value > 0 else DEFAULT_HUB_TIMEOUT_S
+
+
+ONEDNN_ISA_ENV = "ONEDNN_MAX_CPU_ISA"  # oneDNN's own: the highest ISA OpenVINO's CPU plugin uses, read at plugin load
+
+
+def onednn_max_isa() -> str | None:
+    """``ONEDNN_MAX_CPU_ISA`` of this process (upper case), or None: with it, OpenVINO computes as a CPU
+    of that instruction set would (pipeline/cpu.py maps it to a CPU class)."""
+    value = os.environ.get(ONEDNN_ISA_ENV, "").strip().upper()
+    return value or None

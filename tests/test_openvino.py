@@ -16,16 +16,18 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from pipeline import package, parity
+from pipeline import cpu, package, parity
 from pipeline.cli import main
 from pipeline.stages.openvino import OV_CLASSES, VARIANT_FILES
 from tests.coverage import record
 from tests.hub_server import HubServer
 from tests.test_hub import SENTINEL
-from tests.tiny import build_ok, make_checkpoint, write_recipe, write_sentence_transformers_files
+from tests.tiny import build_ok, class_promise, make_checkpoint, write_recipe, write_sentence_transformers_files
 
 VARIANTS = ["fp32", "int8-weights", "int8"]
 ARTIFACTS = {"openvino": "fp32", "openvino-int8-weights": "int8-weights", "openvino-int8": "int8"}
+
+pytestmark = pytest.mark.cpu_sensitive  # run again as an AVX2 CPU by `make test` (Makefile)
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +77,15 @@ def test_every_variant_is_gated_and_optimum_intel_and_openvino_load_it(built: tu
         assert meta["compiled"]["PERFORMANCE_HINT"] == "LATENCY" and "float32" in meta["compiled"][
             "INFERENCE_PRECISION_HINT"]
         assert meta["compiled_on"]["arch"] and "isa" in meta["compiled_on"]
+        # gated once per CPU class this machine can emulate; the lossy IRs computed as each class computes them
+        classes = manifest["artifacts"][name]["cpu_classes"]
+        assert list(classes) == cpu.emulable(), classes
+        for cpu_class, entry in classes.items():
+            assert entry["metric"] == ("min_cosine" if name == "openvino" else "min_pooled_cosine")
+            assert entry["offered"] == entry["passed"] and set(entry["by_batch"]) >= {"texts", "long_text"}
+            emulated = name != "openvino" and cpu_class != cpu.current_class()
+            assert entry["how"].startswith("ONEDNN_MAX_CPU_ISA=") is emulated, entry["how"]
+    assert set(manifest["recommended_by_class"]) == set(cpu.emulable())
     xml = (pkg / "openvino" / VARIANT_FILES["int8"]).read_text()
     assert "FakeQuantize" in xml and "'matmul': 0.8" in xml  # static int8, SmoothQuant alpha 0.8
     assert 'element_type="u8"' in (pkg / "openvino" / VARIANT_FILES["int8-weights"]).read_text()  # INT8_ASYM
@@ -91,9 +102,13 @@ def test_every_variant_is_gated_and_optimum_intel_and_openvino_load_it(built: tu
             mask = inputs[batch]["attention_mask"].astype(bool)
             if variant == "fp32":
                 np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-4)
-            else:  # the lossy variants' gate, mean-pooled as sentence-transformers pools
+            elif (promise := class_promise(manifest, name)) is None or promise["offered"]:
+                # the lossy variants' gate where the package offers them for this CPU class, mean-pooled as
+                # sentence-transformers pools
                 pooled = [(x * mask[..., None]).sum(1) / mask.sum(1, keepdims=True) for x in (got, want)]
                 assert _cosines(*pooled).min() >= 0.99
+            else:  # not offered for this CPU class: the manifest says why
+                assert not promise["passed"] and promise["worst"] < 0.99, promise
         record("bert", "sentence-embeddings", name, built=True, parity=True,
                consumer="OVModelForFeatureExtraction" if variant == "fp32"
                else "OVModelForFeatureExtraction (gated in task terms on the recipe's texts)")

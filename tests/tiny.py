@@ -261,3 +261,12 @@ def build_ok(recipe: Path, out: Path, *extra: str) -> dict:
     result = CliRunner().invoke(main, ["build", str(recipe), "--out", str(out), "--json", *extra])
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout)
+
+
+def class_promise(manifest: dict, artifact: str) -> dict | None:
+    """What the manifest promises about ``artifact`` on the CPU class this process computes as (pipeline/cpu.py;
+    ``ONEDNN_MAX_CPU_ISA`` caps it): that class's gate record (``offered``, figures), or None where the build
+    gated no class (not x86-64). A consumer test asserts a lossy file's gate only where it is offered."""
+    from pipeline import cpu
+
+    return manifest["artifacts"][artifact].get("cpu_classes", {}).get(cpu.current_class())

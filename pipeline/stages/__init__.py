@@ -8,6 +8,7 @@ import pipeline.stages.onnx  # noqa: F401  (registered first: the registry's ord
 from pipeline.stages import bettertransformer, openvino, torch_export, torchscript  # noqa: F401  (register)
 from pipeline.stages.base import (
     Artifact,
+    ClassNumerics,
     Gate,
     Stage,
     StageContext,
@@ -20,6 +21,7 @@ from pipeline.stages.base import (
 
 __all__ = [
     "Artifact",
+    "ClassNumerics",
     "Gate",
     "Stage",
     "StageContext",

@@ -21,8 +21,8 @@ from pipeline.gate import EXACT, Gate
 from pipeline.loaded import LoadedSource
 from pipeline.strict import StrictModel
 
-__all__ = ["Artifact", "Gate", "Inputs", "NoParts", "Outputs", "Parts", "RecipeView", "Runner", "Stage",
-           "StageContext", "StageParams", "VariantParams",
+__all__ = ["Artifact", "ClassNumerics", "Gate", "Inputs", "NoParts", "Outputs", "Parts", "RecipeView", "Runner",
+           "Stage", "StageContext", "StageParams", "VariantParams",
            "get_stage", "register_stage", "registered_stages", "unregister_stage"]
 
 
@@ -108,6 +108,22 @@ class StageContext:
     parts: Parts = field(default_factory=NoParts)
 
 
+@dataclass(frozen=True)
+class ClassNumerics:
+    """How this machine computes an artifact as a CPU class (pipeline/cpu.py) would, for its per-class gate.
+
+    ``env``: the environment of a child process that does (oneDNN reads ``ONEDNN_MAX_CPU_ISA`` when
+    OpenVINO's plugin loads, so only a fresh process can); empty when this process's own gate figures stand
+    for the class (the runtime computes the same numbers there, or the gate already used the class's
+    arithmetic). ``how`` says which, for the report. ``not_for``: why the file is not offered for the class
+    whatever its figures (onnxruntime's U8S8 kernels can saturate on x86 without VNNI), or None.
+    """
+
+    how: str
+    env: Mapping[str, str] = field(default_factory=dict)
+    not_for: str | None = None
+
+
 P = TypeVar("P", bound=StageParams)
 
 
@@ -148,6 +164,11 @@ class Stage(Generic[P]):
     def gate_for(self, artifact: str, task: str) -> Gate:
         """The default gate of one of this stage's artifacts (the recipe may override fields)."""
         return self.default_gate
+
+    def class_numerics(self, artifact: Artifact, cpu_class: str) -> ClassNumerics:
+        """How ``artifact`` is computed as CPU class ``cpu_class`` would (one this machine can emulate). The
+        default: as here (the runtime's kernels give one class's numbers as another's, as far as the gate sees)."""
+        return ClassNumerics(how="this machine's own numbers (the runtime's kernels do not depend on the class)")
 
     def check(self, params: P, config: Mapping[str, Any], task: str) -> None:
         """Refuse a model this target cannot build, from its config.json alone (``task`` as the recipe

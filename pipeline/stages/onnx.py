@@ -68,6 +68,7 @@ from pipeline.pooling import OUTPUT as POOLED_OUTPUT
 from pipeline.stages import onnx_common, onnx_generation
 from pipeline.stages.base import (
     Artifact,
+    ClassNumerics,
     Gate,
     NoParts,
     Runner,
@@ -428,6 +429,22 @@ class OnnxExport(Stage[OnnxParams]):
         if numerics:
             return "any CPU" if numerics["exact_on"] == "every CPU" else "VNNI/AMX or ARM64"
         return "any CPU"
+
+    def class_numerics(self, artifact: Artifact, cpu_class: str) -> ClassNumerics:
+        """An int8 graph exact on every CPU (U8U8, 7-bit weights) computes one class's numbers as another's; a
+        full-range QInt8 graph is gated with exact arithmetic (a VNNI CPU's, or onnxruntime's U8U8 path), and on a
+        class without VNNI onnxruntime's default U8S8 kernels can saturate: not offered there."""
+        numerics = artifact.metadata.get("numerics")
+        if not numerics:
+            return super().class_numerics(artifact, cpu_class)
+        if "session_config" not in numerics:
+            return ClassNumerics(how=f"this machine's own numbers ({numerics['kernels']}: exact on every CPU)")
+        if cpu.CLASSES[cpu_class].exact_u8s8:
+            return ClassNumerics(how="exact integer arithmetic, as this class computes U8S8")
+        config = ",".join(f"{k}={v}" for k, v in cpu.CLASSES[cpu_class].ort_session_config.items())
+        return ClassNumerics(how=f"exact integer arithmetic (onnxruntime's U8U8 path, {config})",
+                             not_for="onnxruntime's default U8S8 kernels can saturate on x86-64 without VNNI (the "
+                                     "figures are the exact path's)")
 
     def runner(self, stage_dir: Path, artifact: Artifact, threads: int | None = None) -> Runner:
         meta = artifact.metadata

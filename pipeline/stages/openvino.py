@@ -55,6 +55,7 @@ from pipeline.pooling import OUTPUT as POOLED_OUTPUT
 from pipeline.stages import onnx_common
 from pipeline.stages.base import (
     Artifact,
+    ClassNumerics,
     Gate,
     RecipeView,
     Runner,
@@ -149,6 +150,17 @@ class OpenVinoExport(Stage[OpenVinoParams]):
         """fp32 elementwise; the int8 variants in task terms (:func:`pipeline.gate.lossy_gate`), as ONNX int8."""
         variant = artifact.removeprefix(f"{self.name}-") if artifact != self.name else "fp32"
         return lossy_gate(task) if variant in LOSSY else self.default_gate
+
+    def class_numerics(self, artifact: Artifact, cpu_class: str) -> ClassNumerics:
+        """A lossy IR's numbers follow oneDNN's kernels, which follow the CPU's instructions: another class's are
+        computed in a child process under ``ONEDNN_MAX_CPU_ISA``. The fp32 IR is gated elementwise here (its
+        kernels' rounding differs by class far under the gate)."""
+        if artifact.metadata.get("variant") not in LOSSY:
+            return super().class_numerics(artifact, cpu_class)
+        env = cpu.emulation_env(cpu_class)
+        if not env:
+            return ClassNumerics(how="natively (this machine's class)")
+        return ClassNumerics(how=f"ONEDNN_MAX_CPU_ISA={env[settings.ONEDNN_ISA_ENV]} in a child process", env=env)
 
     def check(self, params: OpenVinoParams, config: Mapping[str, Any], task: str) -> None:
         if config.get("is_encoder_decoder") or not one_forward(task):
