@@ -42,10 +42,10 @@ test: $(STAMP) $(JS_STAMP)
 	$(BIN)/python -m pytest
 	# README's coverage table must be the one this run recorded (`make coverage-table` writes it)
 	$(BIN)/python -m tests.coverage check
-	# the CPU-sensitive tests again as an AVX2-only CPU computes: oneDNN (OpenVINO) capped at AVX2, onnxruntime's
-	# exact U8U8 int8 path (what a CPU without VNNI gets); after the check, as a partial run forgets the coverage rows
-	ONEDNN_MAX_CPU_ISA=AVX2 CONVERT_ORT_SESSION_CONFIG=session.x64quantprecision=1 $(BIN)/python -m pytest -m cpu_sensitive \
-		tests/test_cpu_classes.py tests/test_openvino.py tests/test_int8_cpu.py tests/test_sentence_transformers.py
+	# the CPU-sensitive tests again as each lower CPU class this machine can emulate computes (tests/cpu_passes.py:
+	# oneDNN capped by ONEDNN_MAX_CPU_ISA, onnxruntime's exact U8U8 int8 path); after the check, as a partial run
+	# forgets the coverage rows
+	$(BIN)/python -m tests.cpu_passes
 
 coverage-table: $(STAMP)
 	$(BIN)/python -m tests.coverage write

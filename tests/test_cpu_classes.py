@@ -273,3 +273,19 @@ def test_onnxruntime_files_record_per_class_figures(tmp_path: Path, checkpoints:
     report = parity.ArtifactParity("x", {}, "", [], [])
     assert regate.record(report, parity.Gate(min_pooled_cosine=0.99), stage.class_numerics(full, "avx2"))["offered"] \
         is False
+
+
+@pytest.mark.parametrize(("flags", "passes"), [
+    ({"avx2", "fma", "avx512f", "avx512bw", "avx512_vnni"}, ["avx512", "avx2"]),
+    ({"avx2", "fma", "avx512f", "avx512bw"}, ["avx2"]),
+    ({"avx2", "fma", "avx_vnni"}, ["avx2"]),  # AVX-VNNI without AVX-512: its AVX-512 class cannot be emulated
+    ({"avx2", "fma"}, []),
+])
+def test_make_test_repeats_the_cpu_sensitive_tests_as_each_lower_class(flags: set[str], passes: list[str],
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests import cpu_passes
+
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    assert cpu_passes.lower_classes(cpu.describe_flags("x86_64", flags)) == passes
+    env = cpu_passes.env_for("avx2")
+    assert env["ONEDNN_MAX_CPU_ISA"] == "AVX2" and env["CONVERT_ORT_SESSION_CONFIG"] == "session.x64quantprecision=1"
