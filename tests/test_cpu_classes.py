@@ -22,7 +22,7 @@ from pipeline.stages import Artifact, ClassNumerics, get_stage, register_stage
 from pipeline.stages.openvino import OpenVinoExport
 from tests.tiny import build_ok, write_recipe, write_sentence_transformers_files
 
-pytestmark = pytest.mark.cpu_sensitive  # run again as an AVX2 CPU by `make test`
+pytestmark = pytest.mark.cpu_sensitive  # run again as each lower CPU class by `make test` (tests/cpu_passes.py)
 
 VNNI = cpu.describe_flags("x86_64", {"avx2", "fma", "avx512f", "avx512bw", "avx512_vnni"}, "a VNNI CPU")
 TEXTS = ["a man is eating food.", "hi", "the girl is carrying a baby on a plane at dawn"]  # write_recipe's

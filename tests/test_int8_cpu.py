@@ -22,7 +22,7 @@ from tests.tiny import build_ok, write_recipe
 AVX2 = {"avx2", "fma", "sse4_2"}
 AVX512 = AVX2 | {"avx512f", "avx512bw", "avx512vl"}
 
-pytestmark = pytest.mark.cpu_sensitive  # run again as an AVX2 CPU by `make test` (Makefile)
+pytestmark = pytest.mark.cpu_sensitive  # run again as each lower CPU class by `make test` (tests/cpu_passes.py)
 
 
 @pytest.mark.parametrize("machine,flags,isa,preset,exact", [

@@ -27,7 +27,7 @@ from tests.tiny import build_ok, class_promise, make_checkpoint, write_recipe, w
 VARIANTS = ["fp32", "int8-weights", "int8"]
 ARTIFACTS = {"openvino": "fp32", "openvino-int8-weights": "int8-weights", "openvino-int8": "int8"}
 
-pytestmark = pytest.mark.cpu_sensitive  # run again as an AVX2 CPU by `make test` (Makefile)
+pytestmark = pytest.mark.cpu_sensitive  # run again as each lower CPU class by `make test` (tests/cpu_passes.py)
 
 
 @pytest.fixture(scope="module")

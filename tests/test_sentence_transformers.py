@@ -352,7 +352,7 @@ def minilm(tmp_path_factory: pytest.TempPathFactory, minilm_folder: Path) -> dic
 
 
 @pytest.mark.slow
-@pytest.mark.cpu_sensitive  # run again as an AVX2 CPU by `make test` (Makefile)
+@pytest.mark.cpu_sensitive  # run again as each lower CPU class by `make test` (tests/cpu_passes.py)
 @pytest.mark.parametrize("case", CASES, ids=_case_id)
 def test_all_minilm_l6_v2_package_matches_eager_sentence_transformers(minilm: dict[str, Any], case: tuple,
                                                                       caplog: pytest.LogCaptureFixture) -> None:
