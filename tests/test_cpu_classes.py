@@ -5,6 +5,7 @@ machine cannot emulate refused in one line."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from click.testing import CliRunner
 from pipeline import batches, cpu, package, parity, regate
 from pipeline.cli import main
 from pipeline.gate import Gate, lossy_gate
-from pipeline.stages import Artifact, ClassNumerics, get_stage, register_stage
+from pipeline.stages import Artifact, ClassNumerics, get_stage, register_stage, unregister_stage
 from pipeline.stages.openvino import OpenVinoExport
 from tests.tiny import build_ok, write_recipe, write_sentence_transformers_files
 
@@ -109,7 +110,9 @@ PERTURB = "CONVERT_TEST_PERTURB_OUTPUTS"
 PERTURB_LONG = "CONVERT_TEST_PERTURB_LONG_INPUTS"  # only batches of 64+ tokens: a file that long inputs break
 
 
-@register_stage("openvino_probe")
+PROBE_ENV = "CONVERT_TEST_PROBE_STAGE"  # set: this module registers the probe when imported (regate's child)
+
+
 class ProbeStage(OpenVinoExport):
     """OpenVINO's IRs (named as OpenVINO names them), worse in a child process with PERTURB set."""
 
@@ -137,6 +140,19 @@ class ProbeStage(OpenVinoExport):
         return perturbed
 
 
+if os.environ.get(PROBE_ENV):  # in the child process that re-gates the probe's files (pipeline/regate.py)
+    register_stage("openvino_probe")(ProbeStage)
+
+
+@pytest.fixture
+def probe_stage(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The probe, registered for one test only: other modules' tests see the stages the package ships."""
+    monkeypatch.setenv(PROBE_ENV, "1")
+    register_stage("openvino_probe")(ProbeStage)
+    yield ProbeStage
+    unregister_stage("openvino_probe")
+
+
 def _probe_recipe(root: Path, checkpoint: Path, gate: float | None, bench: bool = False) -> Path:
     gates = {"openvino-int8": {"min_pooled_cosine": gate}} if gate is not None else {}
     extra: dict[str, Any] = {"bench": {"shapes": [[1, 16]], "runs": 2, "warmup": 0, "on_build": True,
@@ -148,7 +164,7 @@ def _probe_recipe(root: Path, checkpoint: Path, gate: float | None, bench: bool 
                                     "shapes": [[3, 24]]})
 
 
-def test_a_file_failing_only_as_avx2_is_not_offered_there(tmp_path: Path, checkpoints: dict,
+def test_a_file_failing_only_as_avx2_is_not_offered_there(probe_stage: Any, tmp_path: Path, checkpoints: dict,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(cpu, "current", lambda: VNNI)  # the classes this machine would emulate with VNNI
     monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)  # uncapped (make test's emulated pass caps it)
@@ -205,7 +221,8 @@ def test_lossy_gates_see_long_texts_at_max_seq_length(ov_int8: tuple[Path, dict]
         assert rows and all(o["gated"] is gated for o in rows)
 
 
-def test_a_file_that_long_texts_push_under_its_gate_does_not_pass(tmp_path: Path, checkpoints: dict,
+def test_a_file_that_long_texts_push_under_its_gate_does_not_pass(probe_stage: Any, tmp_path: Path,
+                                                                   checkpoints: dict,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """A lossy file right on the recipe's short texts and wrong on long inputs (the probe perturbs batches of
     64+ tokens) fails its gate at the long-text batches; the synthetic batches would not have caught it."""
