@@ -63,18 +63,14 @@ def cpu_classes(stage: Stage[Any], stage_dir: Path, items: Sequence[tuple[Artifa
     """
     out: dict[str, dict[str, dict[str, Any]]] = {a.name: {} for a, _, _ in items}
     for cpu_class in classes:
-        child: list[tuple[Artifact, Gate, ClassNumerics]] = []
+        by_env: dict[tuple[tuple[str, str], ...], list[tuple[Artifact, Gate, ClassNumerics]]] = {}
         for artifact, gate, native in items:
             numerics = stage.class_numerics(artifact, cpu_class)
-            if numerics.env:
-                child.append((artifact, gate, numerics))
+            if numerics.env:  # one child process per distinct environment
+                by_env.setdefault(tuple(sorted(numerics.env.items())), []).append((artifact, gate, numerics))
             else:
                 out[artifact.name][cpu_class] = record(native, gate, numerics)
-        if not child:
-            continue
-        envs = {tuple(sorted(n.env.items())) for _, _, n in child}
-        for env in sorted(envs):
-            group = [(a, g, n) for a, g, n in child if tuple(sorted(n.env.items())) == env]
+        for env, group in sorted(by_env.items()):
             reports = run_child(stage, stage_dir, [(a, g) for a, g, _ in group], golden, batches, dict(env),
                                 threads, cpu_class)
             for (artifact, gate, numerics), report in zip(group, reports, strict=True):
